@@ -1,0 +1,95 @@
+"""Every Redis key context8 uses, in one place.
+
+Keys that belong to one symbol carry the symbol as a ``{hash tag}`` so that all of a
+symbol's keys live in one Redis Cluster slot: every multi-key Lua script touches the
+keys of a single symbol only, which keeps the design valid on Redis Cluster.
+
+Fleet-wide keys (membership, assignment, coordinator leadership, candidates) all
+carry the ``{fleet}`` tag, so scripts over several of them also stay in one slot; no
+script mixes fleet keys with per-symbol keys.
+"""
+
+from __future__ import annotations
+
+import re
+
+from shared.errors import InvalidSymbolError
+
+PREFIX = "c8"
+FLEET = f"{PREFIX}:{{fleet}}"
+
+_SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,40}$")
+
+
+def check_symbol(symbol: str) -> str:
+    """Return ``symbol`` if it is a valid report symbol (A-Z, 0-9), else raise."""
+    if not _SYMBOL_RE.fullmatch(symbol):
+        raise InvalidSymbolError(f"invalid symbol {symbol!r}: expected A-Z and 0-9 only")
+    return symbol
+
+
+def _tagged(kind: str, symbol: str) -> str:
+    return f"{PREFIX}:{kind}:{{{check_symbol(symbol)}}}"
+
+
+# --- per symbol (one hash slot each) ---------------------------------------------
+
+
+def stream(symbol: str) -> str:
+    """Market-data stream written by ingest, read by calc (wire format: shared/wire.py)."""
+    return _tagged("md", symbol)
+
+
+def checkpoint(symbol: str) -> str:
+    """String: stream id of the newest snapshot entry in ``stream(symbol)``.
+
+    A consumer that starts late (or takes a symbol over) reads from here instead of
+    from the stream head, so trimming old entries never makes the book unrebuildable.
+    """
+    return _tagged("ckpt", symbol)
+
+
+def report(symbol: str) -> str:
+    """Hash: the published report (field ``json``) and its fencing metadata."""
+    return _tagged("report", symbol)
+
+
+def token(symbol: str) -> str:
+    """Integer: the symbol's current fencing token (INCR on every lease grant)."""
+    return _tagged("token", symbol)
+
+
+def lease(symbol: str) -> str:
+    """String with PX TTL: the node id holding the symbol's writer lease."""
+    return _tagged("lease", symbol)
+
+
+def audit(symbol: str) -> str:
+    """Bounded stream: one entry per accepted report write (token, node, event time)."""
+    return _tagged("audit", symbol)
+
+
+# --- fleet-wide -------------------------------------------------------------------
+
+#: Hash symbol -> JSON {"venue":..., "market":...}: every symbol ingest has published.
+SYMBOLS = f"{FLEET}:symbols"
+#: Sorted set node_id -> last heartbeat (Redis server time, ms).
+NODES = f"{FLEET}:nodes"
+#: Hash node_id -> JSON node info (started_at, pid, host).
+NODE_INFO = f"{FLEET}:nodes:info"
+#: Hash symbol -> owning node_id, written by the leading coordinator.
+ASSIGNMENT = f"{FLEET}:assignment"
+#: Integer: assignment version, INCR on every change.
+ASSIGNMENT_VERSION = f"{FLEET}:assignment:version"
+#: Pub/sub channel: the new assignment version is published on every change.
+ASSIGNMENT_CHANNEL = f"{FLEET}:assignment:changed"
+#: Pub/sub channel: membership changes (join/leave) so the coordinator reacts at once.
+MEMBERSHIP_CHANNEL = f"{FLEET}:membership:changed"
+#: Stream of report candidates from calc workers, consumed by the publisher group.
+CANDIDATES = f"{FLEET}:candidates"
+#: Consumer group of the publishers on ``CANDIDATES``.
+PUBLISHER_GROUP = "publishers"
+#: String with PX TTL: the node id of the leading coordinator.
+COORDINATOR_LEADER = f"{FLEET}:coordinator:leader"
+#: Integer: coordinator leadership epoch, INCR on every new leader.
+COORDINATOR_EPOCH = f"{FLEET}:coordinator:epoch"

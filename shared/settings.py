@@ -1,0 +1,53 @@
+"""Settings common to every service; each service subclasses ``ServiceSettings``.
+
+Every variable is read from the environment with the ``C8_`` prefix (for example
+``C8_REDIS_URL``); the full table is in README.md.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_node_id() -> str:
+    """Host, pid and a random suffix: unique per process start."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class ServiceSettings(BaseSettings):
+    """What every service reads."""
+
+    model_config = SettingsConfigDict(env_prefix="C8_", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Socket timeouts and retry budget are explicit so failure detection fits inside
+    #: lease TTLs (redis-py's defaults can block for many seconds).
+    redis_socket_timeout_s: float = Field(default=1.0, gt=0)
+    redis_connect_timeout_s: float = Field(default=1.0, gt=0)
+    redis_retries: int = Field(default=2, ge=0, le=10)
+    node_id: str = Field(default_factory=default_node_id, min_length=1)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    log_level: str = "INFO"
+    #: ``json`` (one JSON object per line) or ``console`` (human readable).
+    log_format: str = "json"
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in {"json", "console"}:
+            raise ValueError("log_format must be 'json' or 'console'")
+        return value
