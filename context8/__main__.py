@@ -1,0 +1,3 @@
+from context8.cli import main
+
+raise SystemExit(main())

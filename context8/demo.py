@@ -1,0 +1,167 @@
+"""``context8 demo``: the whole fleet on bundled real data, with a live terminal view.
+
+Readers' path only: the view reads reports over the mcp service's HTTP API, exactly as
+a user would, so what it shows is what clients get.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from context8.fleet import DEMO_SYMBOLS, Fleet, FleetConfig, wait_until
+from shared.report import schema_errors
+
+STATUS_STYLE = {"ok": "green", "degraded": "yellow", "down": "red"}
+
+
+class _Stop(Exception):
+    """Raised from the signal handler to leave the view loop."""
+
+
+def fetch_json(url: str, timeout: float = 2.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def fetch_reports(base: str, symbols: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The current report of each symbol that has one (over the HTTP API)."""
+    out: dict[str, dict[str, Any]] = {}
+    for symbol in symbols:
+        try:
+            out[symbol] = fetch_json(f"{base}/v1/reports/{symbol}")
+        except (urllib.error.URLError, TimeoutError, json.JSONDecodeError, ConnectionError):
+            continue
+    return out
+
+
+def _fmt(value: Any, digits: int) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def render(fleet: Fleet, reports: dict[str, dict[str, Any]], started: float) -> Group:
+    table = Table(title="context8 — live market reports (bundled Binance USDⓈ-M data, 1x)")
+    for col, justify in (
+        ("symbol", "left"), ("mid", "right"), ("best bid", "right"), ("best ask", "right"),
+        ("spread bps", "right"), ("imbalance", "right"), ("data age", "right"),
+        ("status", "center"), ("writer", "left"), ("token", "right"), ("event time", "left"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for symbol in DEMO_SYMBOLS:
+        r = reports.get(symbol)
+        if r is None:
+            table.add_row(symbol, *["…"] * 10)
+            continue
+        bid, ask = r.get("best_bid") or {}, r.get("best_ask") or {}
+        status = r["ingestion"]["status"]
+        table.add_row(
+            symbol,
+            _fmt(r.get("mid_price"), 2),
+            f"{_fmt(bid.get('price'), 2)} × {_fmt(bid.get('qty'), 3)}",
+            f"{_fmt(ask.get('price'), 2)} × {_fmt(ask.get('qty'), 3)}",
+            _fmt(r.get("spread_bps"), 4),
+            _fmt(r["depth"].get("imbalance"), 3),
+            f"{r['data_age_ms']:,} ms",
+            Text(status, style=STATUS_STYLE.get(status, "")),
+            r["writer"]["nodeId"],
+            str(r["writer"]["writerToken"]),
+            r["generated_at"],
+        )
+    procs = "  ".join(
+        f"{s.name}:{'up' if s.running() else f'exit {s.returncode()}'}" for s in fleet.services
+    )
+    footer = Text(
+        f"running {time.monotonic() - started:,.0f} s · http://127.0.0.1:{fleet.mcp_port} "
+        f"(MCP at /mcp) · {procs}\nCtrl-C stops everything.",
+        style="dim",
+    )
+    return Group(table, footer)
+
+
+def run_demo(duration: float | None, calc_workers: int = 2, speed: str = "1") -> int:
+    """Start the fleet, show reports (or run ``duration`` s headless), stop cleanly."""
+    console = Console(stderr=duration is not None)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise _Stop
+
+    old_int = signal.signal(signal.SIGINT, on_signal)
+    old_term = signal.signal(signal.SIGTERM, on_signal)
+    fleet = Fleet(FleetConfig(calc_workers=calc_workers, speed=speed))
+    base = f"http://127.0.0.1:{fleet.mcp_port}"
+    code = 0
+    try:
+        console.print(f"starting redis-server and the fleet in {fleet.workdir} …")
+        fleet.start()
+        if not wait_until(lambda: _healthy(base), timeout=60):
+            console.print("[red]the mcp service did not become healthy[/red]")
+            _print_dead(console, fleet)
+            return 1
+        started = time.monotonic()
+        if duration is None:
+            with Live(render(fleet, {}, started), console=console, refresh_per_second=8) as live:
+                while True:
+                    live.update(render(fleet, fetch_reports(base, DEMO_SYMBOLS), started))
+                    time.sleep(0.25)
+        # Headless: run for the duration, watching for services that die.
+        deadline = started + duration
+        while time.monotonic() < deadline:
+            if fleet.dead_services():
+                _print_dead(console, fleet)
+                return 1
+            time.sleep(0.25)
+        reports = fetch_reports(base, DEMO_SYMBOLS)
+        for symbol in DEMO_SYMBOLS:
+            report = reports.get(symbol)
+            if report is None:
+                console.print(f"[red]no report for {symbol}[/red]")
+                code = 1
+                continue
+            errors = schema_errors(report)
+            if errors:
+                console.print(f"[red]{symbol} report violates the schema: {errors}[/red]")
+                code = 1
+            sys.stdout.write(json.dumps(report, separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+        return code
+    except _Stop:
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        codes = fleet.stop()
+        bad = {name: c for name, c in codes.items() if c not in (0, None) or c is None}
+        if bad:
+            console.print(f"[yellow]services that did not exit cleanly: {bad}[/yellow]")
+            _print_dead(console, fleet)
+        fleet.cleanup()
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def _healthy(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base}/healthz", timeout=1) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, TimeoutError, ConnectionError):
+        return False
+
+
+def _print_dead(console: Console, fleet: Fleet) -> None:
+    for svc in fleet.services:
+        code = svc.returncode()
+        if code not in (None, 0):
+            console.print(f"[red]{svc.name} exited with {code}; last log lines:[/red]")
+            console.print(svc.log_tail(15), markup=False, highlight=False)
