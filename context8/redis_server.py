@@ -45,7 +45,8 @@ class RedisServer:
         exe = shutil.which(binary)
         if exe is None:
             raise RedisServerError(
-                f"{binary} not found on PATH; install it (Debian/Ubuntu: apt-get install redis-server)"
+                f"{binary} not found on PATH; install it "
+                "(Debian/Ubuntu: apt-get install redis-server)"
             )
         self.binary = exe
         self.port = port or free_port()
@@ -78,7 +79,8 @@ class RedisServer:
             while True:
                 if self.proc.poll() is not None:
                     raise RedisServerError(
-                        f"redis-server exited with {self.proc.returncode}; see {self.data_dir}/redis.log"
+                        f"redis-server exited with {self.proc.returncode}; "
+                        f"see {self.data_dir}/redis.log"
                     )
                 try:
                     if client.ping():

@@ -141,7 +141,7 @@ def iso_utc_from_ns(ns: int) -> str:
 def ns_from_iso_utc(text: str) -> int:
     """Inverse of ``iso_utc_from_ns`` (millisecond precision)."""
     dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return int(round(dt.timestamp() * 1000)) * 1_000_000
+    return round(dt.timestamp() * 1000) * 1_000_000
 
 
 @cache
