@@ -129,6 +129,9 @@ class Report(_Model):
         for optional in ("liquidity", "anomalies"):
             if data.get(optional) is None:
                 data.pop(optional, None)
+        liquidity = data.get("liquidity")
+        if liquidity is not None and liquidity.get("volume_profile") is None:
+            liquidity.pop("volume_profile", None)
         return data
 
 

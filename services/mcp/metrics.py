@@ -1,0 +1,73 @@
+"""Prometheus metrics of the read API (served by shared.metrics.start_metrics)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import Counter, Histogram
+
+from services.mcp.errors import CorruptReportError, StoreUnavailableError, TooManySymbolsError
+from shared.errors import InvalidSymbolError, UnknownSymbolError
+
+REQUESTS = Counter(
+    "context8_mcp_requests_total",
+    "Read requests by transport (http, mcp_http, mcp_stdio, mcp_memory), endpoint "
+    "(route or tool) and status (ok, invalid_symbol, invalid_request, unknown_symbol, "
+    "unavailable, corrupt, error).",
+    ["transport", "endpoint", "status"],
+)
+LATENCY = Histogram(
+    "context8_mcp_request_duration_seconds",
+    "Time to answer one read request.",
+    ["transport", "endpoint"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+REPORTS_SERVED = Counter(
+    "context8_mcp_reports_served_total",
+    "Reports served, by the ingestion status they were served with (after read-time "
+    "downgrade): ok, degraded, down.",
+    ["status"],
+)
+REPORT_WRITE_AGE = Histogram(
+    "context8_mcp_served_report_write_age_seconds",
+    "Time since the publisher wrote each served report, at serve time.",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 30.0, 60.0, 300.0),
+)
+REDIS_ERRORS = Counter(
+    "context8_mcp_redis_errors_total",
+    "Redis calls that failed (connection refused, timeout, ...).",
+)
+
+
+def outcome(exc: BaseException | None) -> str:
+    """The ``status`` label of a request that raised ``exc`` (None: it succeeded)."""
+    if exc is None:
+        return "ok"
+    if isinstance(exc, InvalidSymbolError):
+        return "invalid_symbol"
+    if isinstance(exc, TooManySymbolsError):
+        return "invalid_request"
+    if isinstance(exc, UnknownSymbolError):
+        return "unknown_symbol"
+    if isinstance(exc, StoreUnavailableError):
+        return "unavailable"
+    if isinstance(exc, CorruptReportError):
+        return "corrupt"
+    return "error"
+
+
+@contextmanager
+def observe(transport: str, endpoint: str) -> Iterator[None]:
+    """Count and time one request; the status label comes from what it raised."""
+    start = time.perf_counter()
+    error: BaseException | None = None
+    try:
+        yield
+    except Exception as exc:
+        error = exc
+        raise
+    finally:
+        LATENCY.labels(transport, endpoint).observe(time.perf_counter() - start)
+        REQUESTS.labels(transport, endpoint, outcome(error)).inc()

@@ -1,0 +1,193 @@
+"""What the read API returns, described for LLM clients and JSON consumers.
+
+The report output schema is the contract schema (shared/schema/report-1.1.json) plus the
+two documented read-time fields and a description of every field (meaning and units),
+so MCP clients both validate and *understand* get_report's structured output.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from shared.report import report_schema
+
+REPORT_DESCRIPTION = (
+    "One symbol's market-microstructure report (schema 1.1) as served now. Prices are in "
+    "the quote currency (e.g. USDT for BTCUSDT); quantities (qty) are in base-asset units "
+    "(e.g. BTC). Unknown values are null, never a placeholder. Freshness is recomputed at "
+    "read time: check ingestion.status and data_age_ms before trusting the numbers."
+)
+
+#: JSON pointer-ish path (property names joined by '.') -> description.
+FIELD_DOCS: dict[str, str] = {
+    "schemaVersion": "Report schema version, always '1.1'.",
+    "writer": "Who wrote this report.",
+    "writer.nodeId": "Id of the calc node whose analytics produced the report.",
+    "writer.writerToken": "Fencing token of that writer (grows on every ownership change).",
+    "updatedAt": "Wall-clock time the publisher wrote the report, ms since the Unix epoch.",
+    "symbol": "Instrument symbol, upper case (e.g. BTCUSDT).",
+    "venue": "Exchange the data comes from: BINANCE or BYBIT.",
+    "generated_at": "Exchange event time (ISO-8601 UTC) of the analytics cycle behind the report.",
+    "data_age_ms": (
+        "How old the data is right now, in milliseconds: the age it had when the report was "
+        "written plus the time since the write (recomputed at read time)."
+    ),
+    "ingestion": "Health of the data feed behind this report.",
+    "ingestion.status": (
+        "ok: fresh; degraded: the feed or the report is late (among others: report not "
+        "rewritten for more than {stale_after_ms} ms), use with care; down: no usable fresh "
+        "data (e.g. not rewritten for more than {down_after_ms} ms), do not rely on it."
+    ),
+    "ingestion.last_update": "ISO-8601 UTC time of the newest market-data event ingested, or null.",
+    "last_price": "Last trade price (quote currency), or null.",
+    "change_24h_pct": "Price change over the last 24 h in percent (1.5 means +1.5 %), or null.",
+    "high_24h": "Highest trade price over the last 24 h (quote currency), or null.",
+    "low_24h": "Lowest trade price over the last 24 h (quote currency), or null.",
+    "volume_24h": "Traded volume over the last 24 h, or null when it cannot be known yet.",
+    "best_bid": "Best (highest) bid: price in quote currency, qty in base units; null if empty.",
+    "best_ask": "Best (lowest) ask: price in quote currency, qty in base units; null if empty.",
+    "spread_bps": "(best ask - best bid) / mid price, in basis points (1 bp = 0.01 %).",
+    "mid_price": "(best bid + best ask) / 2, quote currency.",
+    "micro_price": (
+        "Size-weighted mid: (bid * ask_qty + ask * bid_qty) / (bid_qty + ask_qty); leans "
+        "toward the side likely to trade next. Quote currency."
+    ),
+    "depth": "Top of the order book (up to 20 levels a side).",
+    "depth.bids": "Bid levels, best first: price (quote currency), qty (base units).",
+    "depth.asks": "Ask levels, best first: price (quote currency), qty (base units).",
+    "depth.total_bid_qty": "Sum of qty over the listed bid levels (base units).",
+    "depth.total_ask_qty": "Sum of qty over the listed ask levels (base units).",
+    "depth.imbalance": (
+        "(total_bid_qty - total_ask_qty) / (total_bid_qty + total_ask_qty), in [-1, 1]; "
+        "positive means more resting bids than asks. Null when both sides are empty."
+    ),
+    "flow": "Recent trade flow.",
+    "flow.orders_per_sec": "Trades per second over the recent window.",
+    "flow.net_flow": (
+        "Aggressive (taker) buy qty minus taker sell qty over the recent window, base units; "
+        "positive means net buying pressure."
+    ),
+    "liquidity": "Liquidity structure (optional block).",
+    "liquidity.walls": "Unusually large resting orders: side, price (quote), qty (base), severity.",
+    "liquidity.vacuums": "Price ranges [from, to] (quote currency) with unusually thin liquidity.",
+    "liquidity.volume_profile": (
+        "Traded volume by price over window_sec seconds: POC = price with the most volume, "
+        "VAH/VAL = high/low of the value area (the range holding most of the volume); "
+        "trade_count trades (at least 10)."
+    ),
+    "anomalies": (
+        "Detected anomalies (optional): spoofing, iceberg or flash_crash_risk, with severity."
+    ),
+    "health": "Overall market-quality score 0-100 (higher is healthier) and its components.",
+    "served_at": "ISO-8601 UTC time this answer was produced by the read API.",
+    "report_write_age_ms": (
+        "Milliseconds since the publisher wrote this report, at serve time; null if the write "
+        "time is unknown (the report is then served as down)."
+    ),
+}
+
+SERVED_FIELDS: dict[str, dict[str, Any]] = {
+    "served_at": {"$ref": "#/$defs/isoUtc"},
+    "report_write_age_ms": {"type": ["integer", "null"], "minimum": 0},
+}
+
+
+def _describe(schema: dict[str, Any], thresholds: dict[str, int]) -> None:
+    for path, text in FIELD_DOCS.items():
+        node = schema
+        for part in path.split("."):
+            node = node["properties"][part]
+        node["description"] = text.format(**thresholds)
+
+
+@cache
+def _served_report_schema(stale_after_ms: int, down_after_ms: int) -> dict[str, Any]:
+    schema = copy.deepcopy(report_schema())
+    schema.pop("$id", None)  # this is a derived schema, not the contract document itself
+    schema["title"] = "context8 market report (served)"
+    schema["description"] = REPORT_DESCRIPTION
+    schema["properties"].update(copy.deepcopy(SERVED_FIELDS))
+    schema["required"] = [*schema["required"], *SERVED_FIELDS]
+    _describe(schema, {"stale_after_ms": stale_after_ms, "down_after_ms": down_after_ms})
+    return schema
+
+
+def served_report_schema(stale_after_ms: int = 3000, down_after_ms: int = 15000) -> dict[str, Any]:
+    """Output schema of get_report: the contract schema + served_at, report_write_age_ms
+    (the thresholds only appear in the descriptions)."""
+    return copy.deepcopy(_served_report_schema(stale_after_ms, down_after_ms))
+
+
+def batch_schema(stale_after_ms: int = 3000, down_after_ms: int = 15000) -> dict[str, Any]:
+    """Output schema of get_reports: {served_at, reports: [report...], errors: [...]}."""
+    report = served_report_schema(stale_after_ms, down_after_ms)
+    defs = report.pop("$defs")
+    dialect = report.pop("$schema")
+    return {
+        "$schema": dialect,
+        "title": "context8 market reports (batch)",
+        "type": "object",
+        "required": ["served_at", "reports", "errors"],
+        "$defs": {**defs, "report": report},
+        "properties": {
+            "served_at": {"$ref": "#/$defs/isoUtc", "description": FIELD_DOCS["served_at"]},
+            "reports": {
+                "type": "array",
+                "items": {"$ref": "#/$defs/report"},
+                "description": "One served report per symbol that has one, in request order.",
+            },
+            "errors": {
+                "type": "array",
+                "description": "Symbols that could not be served, with the reason.",
+                "items": {
+                    "type": "object",
+                    "required": ["symbol", "status", "error"],
+                    "properties": {
+                        "symbol": {"type": "string"},
+                        "status": {
+                            "enum": ["invalid_symbol", "unknown_symbol", "corrupt"],
+                            "description": "invalid_symbol: not A-Z/0-9; unknown_symbol: no "
+                            "report for it (see the message for known symbols); corrupt: the "
+                            "stored report is unreadable.",
+                        },
+                        "error": {"type": "string"},
+                    },
+                },
+            },
+        },
+    }
+
+
+SymbolFreshness = Literal["ok", "degraded", "down", "no_report"]
+
+
+class SymbolStatus(BaseModel):
+    """One known symbol and how fresh its report is right now."""
+
+    symbol: str = Field(description="Instrument symbol, upper case.")
+    venue: str | None = Field(description="Exchange (BINANCE, BYBIT), when known.")
+    market: str | None = Field(description="Market type registered by ingest (e.g. usdm), if any.")
+    status: SymbolFreshness = Field(
+        description="Ingestion status the report would be served with now (ok, degraded, "
+        "down), or no_report when the symbol is registered but has no report yet."
+    )
+    data_age_ms: int | None = Field(description="Served data age in ms; null without a report.")
+    report_write_age_ms: int | None = Field(
+        description="ms since the publisher last wrote the report; null without a report."
+    )
+    generated_at: str | None = Field(
+        description="Exchange event time (ISO-8601 UTC) of the report; null without one."
+    )
+
+
+class SymbolList(BaseModel):
+    """Every known symbol (registered by ingest or with a report) and its freshness."""
+
+    served_at: str = Field(description="ISO-8601 UTC time of this answer.")
+    stale_after_ms: int = Field(description="A report older than this (ms) is served degraded.")
+    down_after_ms: int = Field(description="A report older than this (ms) is served down.")
+    symbols: list[SymbolStatus] = Field(description="Sorted by symbol.")

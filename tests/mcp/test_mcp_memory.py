@@ -1,0 +1,281 @@
+"""The MCP server object, in memory (mcp.Client), over a real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import jsonschema
+import orjson
+import pytest
+import redis
+from mcp import Client
+from mcp.server.mcpserver import MCPServer
+from mcp.shared.exceptions import MCPError
+from mcp_types import CallToolResult, TextContent
+from prometheus_client import REGISTRY
+
+from context8.redis_server import free_port
+from services.mcp.freshness import FreshnessPolicy
+from services.mcp.schemas import batch_schema, served_report_schema
+from services.mcp.service import ReportService
+from services.mcp.store import ReportStore
+from services.mcp.tools import build_mcp_server
+from shared.redis_client import make_redis
+from shared.report import schema_errors
+from shared.settings import ServiceSettings
+from tests.mcp.helpers import make_report, now_ms, put_report, register_symbol
+
+TRANSPORT = "mcp_memory"
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url)
+
+
+@pytest.fixture
+async def server(redis_url: str) -> AsyncIterator[MCPServer]:
+    client = make_redis(ServiceSettings(redis_url=redis_url))
+    service = ReportService(ReportStore(client), FreshnessPolicy(2500, 12000), max_batch=5)
+    yield build_mcp_server(service, TRANSPORT)
+    await client.aclose()
+
+
+def text_of(result: CallToolResult) -> str:
+    block = result.content[0]
+    assert isinstance(block, TextContent)
+    return block.text
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_lists_the_read_only_tools_with_descriptions_and_schemas(server: MCPServer) -> None:
+    async with Client(server) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert set(tools) == {"get_report", "get_reports", "list_symbols"}
+    for tool in tools.values():
+        assert tool.description and len(tool.description) > 100
+        assert tool.annotations is not None and tool.annotations.read_only_hint is True
+        assert tool.output_schema is not None and tool.output_schema["type"] == "object"
+    assert tools["get_report"].input_schema["required"] == ["symbol"]
+    assert tools["get_report"].output_schema == served_report_schema(2500, 12000)
+    props = tools["get_report"].output_schema["properties"]
+    assert "2500 ms" in props["ingestion"]["properties"]["status"]["description"]
+    assert "basis points" in props["spread_bps"]["description"]
+    assert "base" in props["best_bid"]["description"]
+
+
+async def test_get_report_serves_the_stored_report_with_fresh_read_time_fields(
+    server: MCPServer, sync_redis: redis.Redis
+) -> None:
+    stored = make_report("BTCUSDT", data_age_ms=150)
+    put_report(sync_redis, stored)
+    before = sample("context8_mcp_reports_served_total", status="ok")
+    async with Client(server) as client:
+        result = await client.call_tool("get_report", {"symbol": "BTCUSDT"})
+    read_at = now_ms()
+    assert not result.is_error, text_of(result)
+    served = result.structured_content
+    assert served is not None
+    assert schema_errors(served) == []
+    jsonschema.validate(served, served_report_schema())
+    write_age = served["report_write_age_ms"]
+    assert 0 <= write_age <= read_at - stored["updatedAt"]
+    assert served["data_age_ms"] == stored["data_age_ms"] + write_age
+    assert served["ingestion"]["status"] == "ok"
+    untouched = {"data_age_ms", "served_at", "report_write_age_ms"}
+    assert {k: v for k, v in served.items() if k not in untouched} == {
+        k: v for k, v in stored.items() if k not in untouched
+    }
+    # the unstructured text block carries the same JSON for clients without structured output
+    assert orjson.loads(text_of(result))["symbol"] == "BTCUSDT"
+    assert sample("context8_mcp_reports_served_total", status="ok") == before + 1
+
+
+async def test_symbol_input_is_case_insensitive(server: MCPServer, sync_redis: redis.Redis) -> None:
+    put_report(sync_redis, make_report("ETHUSDT", mid=3400.0))
+    async with Client(server) as client:
+        for raw in ("ethusdt", " EthUsdt "):
+            result = await client.call_tool("get_report", {"symbol": raw})
+            assert not result.is_error, text_of(result)
+            assert result.structured_content is not None
+            assert result.structured_content["symbol"] == "ETHUSDT"
+            assert result.structured_content["mid_price"] == 3400.0
+
+
+async def test_unknown_symbol_error_names_the_known_symbols(
+    server: MCPServer, sync_redis: redis.Redis
+) -> None:
+    put_report(sync_redis, make_report("BTCUSDT"))
+    register_symbol(sync_redis, "SOLUSDT")  # registered by ingest, no report yet
+    before = sample(
+        "context8_mcp_requests_total",
+        transport=TRANSPORT,
+        endpoint="get_report",
+        status="unknown_symbol",
+    )
+    async with Client(server) as client:
+        unknown = await client.call_tool("get_report", {"symbol": "xrpusdt"})
+        pending = await client.call_tool("get_report", {"symbol": "SOLUSDT"})
+    assert unknown.is_error
+    message = text_of(unknown)
+    assert "unknown symbol 'XRPUSDT'" in message
+    assert "BTCUSDT, SOLUSDT" in message
+    assert pending.is_error
+    assert "no report for 'SOLUSDT' yet" in text_of(pending)
+    after = sample(
+        "context8_mcp_requests_total",
+        transport=TRANSPORT,
+        endpoint="get_report",
+        status="unknown_symbol",
+    )
+    assert after == before + 2
+
+
+async def test_invalid_symbol_is_a_clear_tool_error(server: MCPServer) -> None:
+    async with Client(server) as client:
+        result = await client.call_tool("get_report", {"symbol": "BTC-USDT"})
+    assert result.is_error
+    assert "invalid symbol 'BTC-USDT'" in text_of(result)
+    assert "A-Z" in text_of(result)
+
+
+async def test_list_symbols_reports_each_symbol_freshness(
+    server: MCPServer, sync_redis: redis.Redis
+) -> None:
+    now = now_ms()
+    put_report(sync_redis, make_report("BTCUSDT", updated_at_ms=now))
+    put_report(sync_redis, make_report("ETHUSDT", updated_at_ms=now - 5_000))
+    put_report(sync_redis, make_report("BNBUSDT", updated_at_ms=now - 60_000))
+    register_symbol(sync_redis, "BTCUSDT")
+    register_symbol(sync_redis, "SOLUSDT", venue="BYBIT")
+    async with Client(server) as client:
+        result = await client.call_tool("list_symbols", {})
+    assert not result.is_error, text_of(result)
+    body = result.structured_content
+    assert body is not None
+    rows = {row["symbol"]: row for row in body["symbols"]}
+    assert [row["symbol"] for row in body["symbols"]] == sorted(rows)
+    assert set(rows) == {"BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT"}
+    assert rows["BTCUSDT"]["status"] == "ok"
+    assert rows["ETHUSDT"]["status"] == "degraded"
+    assert rows["BNBUSDT"]["status"] == "down"
+    assert rows["BNBUSDT"]["report_write_age_ms"] >= 60_000
+    assert rows["SOLUSDT"] == {
+        "symbol": "SOLUSDT",
+        "venue": "BYBIT",
+        "market": "usdm",
+        "status": "no_report",
+        "data_age_ms": None,
+        "report_write_age_ms": None,
+        "generated_at": None,
+    }
+    assert (body["stale_after_ms"], body["down_after_ms"]) == (2500, 12000)
+
+
+async def test_stale_report_is_downgraded_and_its_data_age_grows(
+    server: MCPServer, sync_redis: redis.Redis
+) -> None:
+    now = now_ms()
+    put_report(sync_redis, make_report("BTCUSDT", data_age_ms=100, updated_at_ms=now - 4_000))
+    put_report(sync_redis, make_report("ETHUSDT", data_age_ms=100, updated_at_ms=now - 16_000))
+    # stored as degraded by the publisher and freshly written: never upgraded to ok
+    put_report(sync_redis, make_report("BNBUSDT", status="degraded", updated_at_ms=now))
+    async with Client(server) as client:
+        btc = (await client.call_tool("get_report", {"symbol": "BTCUSDT"})).structured_content
+        eth = (await client.call_tool("get_report", {"symbol": "ETHUSDT"})).structured_content
+        bnb = (await client.call_tool("get_report", {"symbol": "BNBUSDT"})).structured_content
+    assert btc is not None and eth is not None and bnb is not None
+    assert btc["ingestion"]["status"] == "degraded"
+    assert btc["data_age_ms"] >= 4_100
+    assert eth["ingestion"]["status"] == "down"
+    assert eth["data_age_ms"] >= 16_100
+    assert bnb["ingestion"]["status"] == "degraded"
+    for served in (btc, eth, bnb):
+        assert schema_errors(served) == []
+
+
+async def test_get_reports_batches_and_lists_failures_per_symbol(
+    server: MCPServer, sync_redis: redis.Redis
+) -> None:
+    put_report(sync_redis, make_report("BTCUSDT"))
+    put_report(sync_redis, make_report("ETHUSDT", mid=3400.0))
+    sync_redis.hset("c8:report:{BNBUSDT}", mapping={"json": b"{broken", "updated_at": now_ms()})
+    async with Client(server) as client:
+        some = await client.call_tool(
+            "get_reports", {"symbols": ["ethusdt", "bad!", "XRPUSDT", "BTCUSDT", "ETHUSDT"]}
+        )
+        every = await client.call_tool("get_reports", {})
+        too_many = await client.call_tool("get_reports", {"symbols": list("ABCDEF")})
+    assert not some.is_error, text_of(some)
+    body: dict[str, Any] | None = some.structured_content
+    assert body is not None
+    jsonschema.validate(body, batch_schema())
+    assert [r["symbol"] for r in body["reports"]] == ["ETHUSDT", "BTCUSDT"]
+    assert [(e["symbol"], e["status"]) for e in body["errors"]] == [
+        ("bad!", "invalid_symbol"),
+        ("XRPUSDT", "unknown_symbol"),
+    ]
+    everything = every.structured_content
+    assert everything is not None
+    assert [r["symbol"] for r in everything["reports"]] == ["BTCUSDT", "ETHUSDT"]
+    assert [(e["symbol"], e["status"]) for e in everything["errors"]] == [("BNBUSDT", "corrupt")]
+    assert too_many.is_error
+    assert "at most 5" in text_of(too_many)
+
+
+async def test_report_resource_template(server: MCPServer, sync_redis: redis.Redis) -> None:
+    put_report(sync_redis, make_report("BTCUSDT"))
+    async with Client(server) as client:
+        templates = (await client.list_resource_templates()).resource_templates
+        assert [t.uri_template for t in templates] == ["report://{symbol}"]
+        contents = (await client.read_resource("report://btcusdt")).contents
+        with pytest.raises(MCPError, match="unknown symbol 'ETHUSDT'"):
+            await client.read_resource("report://ETHUSDT")
+    assert len(contents) == 1
+    assert contents[0].mime_type == "application/json"
+    served = orjson.loads(contents[0].text)  # type: ignore[union-attr]
+    assert served["symbol"] == "BTCUSDT"
+    assert schema_errors(served) == []
+
+
+async def test_redis_down_is_a_counted_tool_error_not_a_crash() -> None:
+    dead = make_redis(
+        ServiceSettings(
+            redis_url=f"redis://127.0.0.1:{free_port()}/0",
+            redis_retries=0,
+            redis_connect_timeout_s=0.2,
+            redis_socket_timeout_s=0.2,
+        )
+    )
+    service = ReportService(ReportStore(dead), FreshnessPolicy())
+    server = build_mcp_server(service, TRANSPORT)
+    errors_before = sample("context8_mcp_redis_errors_total")
+    unavailable_before = sample(
+        "context8_mcp_requests_total",
+        transport=TRANSPORT,
+        endpoint="list_symbols",
+        status="unavailable",
+    )
+    try:
+        async with Client(server) as client:
+            report = await client.call_tool("get_report", {"symbol": "BTCUSDT"})
+            listing = await client.call_tool("list_symbols", {})
+            # the server keeps answering after the failures
+            again = await client.call_tool("get_report", {"symbol": "BTCUSDT"})
+    finally:
+        await dead.aclose()
+    for result in (report, listing, again):
+        assert result.is_error
+        assert "report store (Redis) unavailable" in text_of(result)
+    assert sample("context8_mcp_redis_errors_total") == errors_before + 3
+    after = sample(
+        "context8_mcp_requests_total",
+        transport=TRANSPORT,
+        endpoint="list_symbols",
+        status="unavailable",
+    )
+    assert after == unavailable_before + 1
