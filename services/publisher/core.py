@@ -1,0 +1,98 @@
+"""The publisher's pure core: one stream entry in, a write to attempt or a rejection out.
+
+No Redis here. ``prepare`` decodes a candidate (shared.candidate), parses its report
+JSON, optionally validates it against schema 1.1 and that it names the same symbol and
+writer as the candidate, and stamps ``updatedAt`` with the wall-clock write time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Literal
+
+import orjson
+
+from services.publisher.schema_check import Check, compile_schema
+from shared.candidate import Candidate, decode_candidate
+from shared.errors import WireFormatError
+from shared.report import report_schema, schema_errors
+
+#: Why a candidate was not written (the ``reason`` label of rejected_total).
+Reason = Literal["stale_token", "not_newer", "invalid", "malformed"]
+REASONS: tuple[Reason, ...] = ("stale_token", "not_newer", "invalid", "malformed")
+
+#: fenced_publish.lua status -> outcome.
+ACCEPTED = 1
+SCRIPT_REASONS: dict[int, Reason] = {0: "stale_token", -1: "not_newer"}
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A candidate to write: its stamped report JSON."""
+
+    entry_id: bytes
+    candidate: Candidate
+    report_json: bytes
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A candidate refused before any write; acked so it is never retried."""
+
+    entry_id: bytes
+    reason: Reason
+    detail: str
+    symbol: str | None = None
+
+
+@cache
+def _fast_check() -> Check:
+    return compile_schema(report_schema())
+
+
+def report_errors(report: dict[str, Any]) -> list[str]:
+    """Schema 1.1 violations of ``report``: the fast check first, jsonschema for details.
+
+    When the two disagree, jsonschema (the reference implementation) decides.
+    """
+    if _fast_check()(report):
+        return []
+    return schema_errors(report)
+
+
+def _consistency_errors(report: dict[str, Any], c: Candidate) -> list[str]:
+    errors = []
+    if report.get("symbol") != c.symbol:
+        errors.append(f"symbol {report.get('symbol')!r} != candidate symbol {c.symbol!r}")
+    writer = report.get("writer")
+    if isinstance(writer, dict):
+        if writer.get("writerToken") != c.token:
+            errors.append(f"writerToken {writer.get('writerToken')!r} != token {c.token}")
+        if writer.get("nodeId") != c.node_id:
+            errors.append(f"writer nodeId {writer.get('nodeId')!r} != node {c.node_id!r}")
+    return errors
+
+
+def prepare(
+    entry_id: bytes, fields: dict[bytes, bytes] | None, *, validate: bool, now_ms: int
+) -> Ready | Rejected:
+    """Decode, check and stamp one candidate entry."""
+    if not fields:
+        return Rejected(entry_id, "malformed", "entry has no fields (deleted or empty)")
+    try:
+        candidate = decode_candidate(fields)
+    except WireFormatError as exc:
+        return Rejected(entry_id, "malformed", str(exc))
+    try:
+        report = orjson.loads(candidate.report_json)
+    except orjson.JSONDecodeError as exc:
+        return Rejected(entry_id, "malformed", f"report is not JSON: {exc}", candidate.symbol)
+    if not isinstance(report, dict):
+        return Rejected(entry_id, "malformed", "report JSON is not an object", candidate.symbol)
+    report["updatedAt"] = now_ms
+    if validate:
+        errors = report_errors(report) + _consistency_errors(report, candidate)
+        if errors:
+            return Rejected(entry_id, "invalid", "; ".join(errors[:5]), candidate.symbol)
+    return Ready(entry_id, candidate, orjson.dumps(report))

@@ -1,0 +1,62 @@
+"""services.publisher.core.prepare: pure decoding, validation and stamping."""
+
+from __future__ import annotations
+
+import orjson
+
+from services.publisher.core import Ready, Rejected, prepare
+from shared.report import Report
+from tests.publisher.helpers import candidate_fields, report_dict
+
+NOW = 1_721_300_000_123
+
+
+def test_valid_candidate_is_stamped_and_passes_the_model() -> None:
+    fields = candidate_fields("BTCUSDT", 3, "calc-1", 1_721_300_000_000)
+    out = prepare(b"1-0", fields, validate=True, now_ms=NOW)
+    assert isinstance(out, Ready)
+    assert out.candidate.token == 3 and out.candidate.event_ms == 1_721_300_000_000
+    stored = orjson.loads(out.report_json)
+    assert stored["updatedAt"] == NOW
+    expected = report_dict("BTCUSDT", 3, "calc-1", 1_721_300_000_000) | {"updatedAt": NOW}
+    assert stored == expected
+    Report.model_validate(stored)  # the stored JSON is a valid model too
+
+
+def test_malformed_entries() -> None:
+    good = candidate_fields("BTCUSDT", 1, "calc-1", 1000)
+    cases: dict[str, dict[bytes, bytes] | None] = {
+        "no fields": None,
+        "missing token": {k: v for k, v in good.items() if k != b"t"},
+        "token not an int": good | {b"t": b"abc"},
+        "token zero": good | {b"t": b"0"},
+        "bad symbol": good | {b"s": b"btc-usdt"},
+        "event not an int": good | {b"e": b"1.5e3"},
+        "report not JSON": good | {b"r": b"{nope"},
+        "report not an object": good | {b"r": b"[1, 2]"},
+        "node not utf-8": good | {b"n": b"\xff\xfe"},
+    }
+    for name, fields in cases.items():
+        out = prepare(b"9-0", fields, validate=True, now_ms=NOW)
+        assert isinstance(out, Rejected), name
+        assert out.reason == "malformed", name
+        assert out.entry_id == b"9-0"
+
+
+def test_schema_and_consistency_violations_are_invalid() -> None:
+    base = report_dict("BTCUSDT", 2, "calc-1", 1000)
+    cases = {
+        "venue": base | {"venue": "FTX"},
+        "missing depth": {k: v for k, v in base.items() if k != "depth"},
+        "symbol mismatch": base | {"symbol": "ETHUSDT"},
+        "token mismatch": base | {"writer": {"nodeId": "calc-1", "writerToken": 1}},
+        "node mismatch": base | {"writer": {"nodeId": "calc-9", "writerToken": 2}},
+    }
+    for name, body in cases.items():
+        fields = candidate_fields("BTCUSDT", 2, "calc-1", 1000, body)
+        out = prepare(b"1-0", fields, validate=True, now_ms=NOW)
+        assert isinstance(out, Rejected), name
+        assert out.reason == "invalid", name
+        assert out.symbol == "BTCUSDT"
+        # With validation off the same candidate is written (only decoding is required).
+        assert isinstance(prepare(b"1-0", fields, validate=False, now_ms=NOW), Ready), name
