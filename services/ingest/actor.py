@@ -1,0 +1,279 @@
+"""The Nautilus Actor that turns book deltas and trades into stream entries.
+
+Identical in replay and live mode: it subscribes to order book deltas and trade ticks
+of every feed, runs each book through the ``BookSequencer`` (the validated book it also
+re-emits as checkpoint snapshots) and appends wire entries (shared/wire.py) to the
+symbol's Redis Stream through the ``StreamWriter``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from nautilus_trader.common.actor import Actor
+from nautilus_trader.config import ActorConfig
+from nautilus_trader.model.data import OrderBookDeltas, TradeTick
+from nautilus_trader.model.enums import AggressorSide, BookType
+from nautilus_trader.model.identifiers import ClientId, InstrumentId
+
+from services.ingest import metrics
+from services.ingest.convert import OffGridError, book_update, scale_raw
+from services.ingest.feeds import Feed
+from services.ingest.parsing import BookMsg, TradeMsg
+from services.ingest.sequencer import (
+    BookSequencer,
+    DeltaOut,
+    Output,
+    Rule,
+    SequencerStats,
+    SnapOut,
+    StatusOut,
+)
+from services.ingest.side_channel import SideChannel
+from services.ingest.writer import StreamWriter
+from shared import wire
+
+_SIDES = {AggressorSide.BUYER: "B", AggressorSide.SELLER: "S"}
+
+
+class IngestActorConfig(ActorConfig, frozen=True):
+    """``client_ids``: instrument id -> the data client to subscribe through."""
+
+    client_ids: dict[str, str] = {}
+    checkpoint_interval_s: float = 30.0
+    snapshot_wait_s: float = 10.0
+
+
+@dataclass
+class FeedState:
+    """Per-symbol state of the Actor."""
+
+    feed: Feed
+    sequencer: BookSequencer
+    last_checkpoint_ns: int | None = None
+    last_event_ns: int = 0
+    last_recv_ns: int = 0
+    state: str = "waiting"
+    synced_stats: SequencerStats = field(default_factory=SequencerStats)
+    ended: bool = False
+
+
+class IngestActor(Actor):
+    """Subscribes to every feed's deltas and trades; appends wire entries to Redis."""
+
+    def __init__(
+        self,
+        config: IngestActorConfig,
+        feeds: list[Feed],
+        side: SideChannel,
+        writer: StreamWriter,
+        log: Any,
+    ) -> None:
+        super().__init__(config)
+        self._client_ids = {iid: ClientId(name) for iid, name in config.client_ids.items()}
+        self._interval_ns = int(config.checkpoint_interval_s * 1e9)
+        self._side = side
+        self._writer = writer
+        self._slog = log
+        self._feeds: dict[str, FeedState] = {}
+        for feed in feeds:
+            seq = BookSequencer(
+                Rule.FUTURES if feed.is_futures else Rule.NEXT_ID,
+                snapshot_wait_ns=int(config.snapshot_wait_s * 1e9),
+            )
+            self._feeds[feed.instrument_id] = FeedState(feed, seq)
+            metrics.FEED_STATE.labels(feed.symbol, "waiting").set(1)
+
+    # -- Nautilus handlers ---------------------------------------------------------------
+
+    def on_start(self) -> None:
+        for iid in self._feeds:
+            instrument_id = InstrumentId.from_str(iid)
+            client_id = self._client_ids.get(iid)  # None: routed by venue
+            self.subscribe_order_book_deltas(
+                instrument_id, BookType.L2_MBP, client_id=client_id, managed=False
+            )
+            self.subscribe_trade_ticks(instrument_id, client_id=client_id)
+
+    def on_stop(self) -> None:
+        """Nothing to unsubscribe from explicitly: the node is stopping with us."""
+
+    def on_order_book_deltas(self, deltas: OrderBookDeltas) -> None:
+        try:
+            self._on_deltas(deltas)
+        except Exception as exc:  # one bad message must not stop the feed
+            self._internal_error("deltas", deltas.instrument_id.value, exc)
+
+    def on_trade_tick(self, tick: TradeTick) -> None:
+        try:
+            self._on_trade(tick)
+        except Exception as exc:
+            self._internal_error("trade", tick.instrument_id.value, exc)
+
+    def _internal_error(self, what: str, iid: str, exc: Exception) -> None:
+        fs = self._feeds.get(iid)
+        symbol = fs.feed.symbol if fs else iid
+        metrics.REJECTIONS.labels(symbol, "internal").inc()
+        self._slog.error("message handling failed", symbol=symbol, kind=what, error=repr(exc))
+        if fs is not None:
+            self._emit(fs, fs.sequencer.invalidate(f"internal error on {what}", 0, 0))
+
+    def _on_deltas(self, deltas: OrderBookDeltas) -> None:
+        iid = deltas.instrument_id.value
+        fs = self._feeds.get(iid)
+        if fs is None:
+            return
+        leading, msg = self._side.pop_until(iid, deltas)
+        for empty in leading:
+            self._book(fs, empty)
+        if not isinstance(msg, BookMsg):
+            self._lost(fs, deltas.ts_event, deltas.ts_init)
+            return
+        self._book(fs, msg)
+
+    def _on_trade(self, tick: TradeTick) -> None:
+        iid = tick.instrument_id.value
+        fs = self._feeds.get(iid)
+        if fs is None:
+            return
+        leading, msg = self._side.pop_until(iid, tick)
+        for empty in leading:
+            self._book(fs, empty)
+        if isinstance(msg, TradeMsg):
+            # The parser's exact ns: Nautilus's millis_to_nanos goes through a double.
+            self._trade(fs, tick, msg.liq, msg.event_ns, msg.recv_ns)
+        else:
+            self._trade(fs, tick, False, tick.ts_event, tick.ts_init)
+
+    # -- replay end --------------------------------------------------------------------
+
+    def end_of_feed(self, instrument_id: str, reason: str) -> None:
+        """The feed ended: publish ``unbuildable`` if it never had a book, then ``down``."""
+        fs = self._feeds.get(instrument_id)
+        if fs is None or fs.ended:
+            return
+        for empty in self._side.drain(instrument_id):
+            self._book(fs, empty)
+        fs.ended = True
+        outs: list[Output] = list(fs.sequencer.finish(fs.last_event_ns, fs.last_recv_ns))
+        outs.append(StatusOut("down", reason, fs.last_event_ns, fs.last_recv_ns))
+        self._emit(fs, outs)
+
+    def feed_states(self) -> dict[str, FeedState]:
+        return {fs.feed.symbol: fs for fs in self._feeds.values()}
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _book(self, fs: FeedState, msg: BookMsg) -> None:
+        feed = fs.feed
+        metrics.MESSAGES.labels(feed.symbol, "snapshot" if msg.snapshot else "diff").inc()
+        metrics.LAG.observe((msg.recv_ns - msg.event_ns) / 1e9)
+        try:
+            update = book_update(msg, feed.price_precision, feed.size_precision)
+        except OffGridError as exc:
+            # A level we cannot represent exactly would corrupt the book: count it and
+            # treat the message as lost (the sequencer sees the break on the next diff).
+            metrics.REJECTIONS.labels(feed.symbol, "off_grid").inc()
+            self._slog.warning("off-grid book message dropped", symbol=feed.symbol, error=str(exc))
+            return
+        self._touch(fs, msg.event_ns, msg.recv_ns)
+        self._emit(fs, fs.sequencer.on_update(update))
+        self._maybe_checkpoint(fs, msg.event_ns, msg.recv_ns)
+
+    def _lost(self, fs: FeedState, event_ns: int, recv_ns: int) -> None:
+        """Deltas without their venue ids: the chain cannot be checked, so resync."""
+        metrics.REJECTIONS.labels(fs.feed.symbol, "no_sequence_ids").inc()
+        reason = "deltas arrived without their venue sequence ids"
+        self._emit(fs, fs.sequencer.invalidate(reason, event_ns, recv_ns))
+
+    def _trade(
+        self, fs: FeedState, tick: TradeTick, liq: bool, event_ns: int, recv_ns: int
+    ) -> None:
+        feed = fs.feed
+        metrics.MESSAGES.labels(feed.symbol, "trade").inc()
+        metrics.LAG.observe((recv_ns - event_ns) / 1e9)
+        try:
+            px = scale_raw(tick.price.raw, feed.price_precision)
+            sz = scale_raw(tick.size.raw, feed.size_precision)
+        except OffGridError as exc:
+            metrics.REJECTIONS.labels(feed.symbol, "off_grid").inc()
+            self._slog.warning("off-grid trade dropped", symbol=feed.symbol, error=str(exc))
+            return
+        payload = wire.TradePayload(
+            id=tick.trade_id.value,
+            px=px,
+            sz=sz,
+            pp=feed.price_precision,
+            sp=feed.size_precision,
+            side=_SIDES.get(tick.aggressor_side, ""),  # type: ignore[arg-type]
+            liq=liq,
+        )
+        self._writer.append(feed.symbol, "trade", wire.encode(payload, event_ns, recv_ns))
+        self._touch(fs, event_ns, recv_ns)
+        self._maybe_checkpoint(fs, event_ns, recv_ns)
+
+    def _touch(self, fs: FeedState, event_ns: int, recv_ns: int) -> None:
+        fs.last_event_ns = max(fs.last_event_ns, event_ns)
+        fs.last_recv_ns = max(fs.last_recv_ns, recv_ns)
+        metrics.REPLAY_EVENT_TIME.labels(fs.feed.symbol).set(fs.last_event_ns / 1e9)
+
+    def _maybe_checkpoint(self, fs: FeedState, event_ns: int, recv_ns: int) -> None:
+        if fs.last_checkpoint_ns is None or event_ns - fs.last_checkpoint_ns < self._interval_ns:
+            return
+        snap = fs.sequencer.checkpoint(event_ns, recv_ns)
+        if snap is not None:
+            metrics.CHECKPOINTS.labels(fs.feed.symbol).inc()
+            self._emit(fs, [snap])
+
+    def _emit(self, fs: FeedState, outs: list[Output]) -> None:
+        feed = fs.feed
+        pp, sp = feed.price_precision, feed.size_precision
+        for out in outs:
+            if isinstance(out, DeltaOut):
+                payload: wire.Payload = wire.DeltaPayload(
+                    U=out.U, u=out.u, pu=out.pu, pp=pp, sp=sp, b=out.bids, a=out.asks
+                )
+                kind = "delta"
+            elif isinstance(out, SnapOut):
+                payload = wire.SnapPayload(
+                    u=out.u, pp=pp, sp=sp, b=out.bids, a=out.asks, src=out.src
+                )
+                kind = "snap"
+                fs.last_checkpoint_ns = out.event_ns
+                if out.src == "venue" and fs.state != "ok":
+                    self._set_state(fs, "ok", "book built from venue snapshot")
+            else:
+                payload = wire.StatusPayload(state=out.state, reason=out.reason)
+                kind = "status"
+                self._set_state(fs, {"resync": "degraded"}.get(out.state, out.state), out.reason)
+                if out.state == "resync" and self._side.request_resync(feed.instrument_id):
+                    self._slog.info("venue snapshot requested", symbol=feed.symbol)
+            self._writer.append(feed.symbol, kind, wire.encode(payload, out.event_ns, out.recv_ns))
+        self._sync_stats(fs)
+
+    def _set_state(self, fs: FeedState, state: str, reason: str) -> None:
+        if state == fs.state:
+            return
+        log = self._slog.info if state in ("ok", "down") else self._slog.warning
+        log("feed state", symbol=fs.feed.symbol, state=state, reason=reason)
+        metrics.FEED_STATE.labels(fs.feed.symbol, fs.state).set(0)
+        metrics.FEED_STATE.labels(fs.feed.symbol, state).set(1)
+        fs.state = state
+
+    def _sync_stats(self, fs: FeedState) -> None:
+        now, then, symbol = fs.sequencer.stats, fs.synced_stats, fs.feed.symbol
+        if now.level_changes != then.level_changes:
+            metrics.LEVEL_CHANGES.labels(symbol).inc(now.level_changes - then.level_changes)
+        if now.gaps != then.gaps:
+            metrics.GAPS.labels(symbol).inc(now.gaps - then.gaps)
+        if now.resyncs != then.resyncs:
+            metrics.RESYNCS.labels(symbol).inc(now.resyncs - then.resyncs)
+        if now.crossed != then.crossed:
+            metrics.CROSSED.labels(symbol).inc(now.crossed - then.crossed)
+        if now.covered != then.covered:
+            metrics.COVERED.labels(symbol).inc(now.covered - then.covered)
+        if now.duplicates != then.duplicates:
+            metrics.DUPLICATES.labels(symbol).inc(now.duplicates - then.duplicates)
+        fs.synced_stats = dataclasses.replace(now)

@@ -1,0 +1,70 @@
+"""Prometheus metrics of the ingest service (names listed in services/ingest/README.md)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES = Counter(
+    "context8_ingest_messages_total",
+    "Venue messages parsed, by symbol and kind (snapshot, diff, trade, book_ticker).",
+    ["symbol", "kind"],
+)
+LEVEL_CHANGES = Counter(
+    "context8_ingest_level_changes_total",
+    "Book level changes applied to the validated book (snapshot levels excluded).",
+    ["symbol"],
+)
+GAPS = Counter("context8_ingest_gaps_total", "Book sequence gaps detected.", ["symbol"])
+RESYNCS = Counter(
+    "context8_ingest_resyncs_total",
+    "Books dropped and resynchronised (gap or crossed).",
+    ["symbol"],
+)
+CROSSED = Counter("context8_ingest_crossed_total", "Books found crossed or locked.", ["symbol"])
+COVERED = Counter(
+    "context8_ingest_diffs_covered_total",
+    "Buffered diffs dropped because the snapshot already covered them.",
+    ["symbol"],
+)
+DUPLICATES = Counter(
+    "context8_ingest_diffs_duplicate_total",
+    "Diffs at or before the last applied update id (duplicates), skipped.",
+    ["symbol"],
+)
+REJECTIONS = Counter(
+    "context8_ingest_parse_rejections_total",
+    "Venue lines that could not be used, by reason.",
+    ["symbol", "reason"],
+)
+ENTRIES = Counter(
+    "context8_ingest_stream_entries_written_total",
+    "Entries appended to the symbol streams, by kind.",
+    ["symbol", "kind"],
+)
+WRITE_ERRORS = Counter(
+    "context8_ingest_stream_write_errors_total", "Failed pipelined XADD batches (retried)."
+)
+PENDING = Gauge("context8_ingest_pending_entries", "Entries waiting to be written to Redis.")
+LAG = Histogram(
+    "context8_ingest_lag_seconds",
+    "Receive time minus exchange event time (negative when the receiver's clock is behind).",
+    buckets=(-5.0, -2.0, -1.0, -0.5, -0.1, 0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 30.0),
+)
+FEED_STATE = Gauge(
+    "context8_ingest_feed_state",
+    "1 for the symbol's current book state (waiting, ok, degraded, unbuildable, down).",
+    ["symbol", "state"],
+)
+REPLAY_PROGRESS = Gauge(
+    "context8_ingest_replay_progress_ratio", "Share of the recorded bytes replayed (0..1)."
+)
+REPLAY_EVENT_TIME = Gauge(
+    "context8_ingest_replay_event_time_seconds",
+    "Exchange event time of the last replayed message (Unix seconds).",
+    ["symbol"],
+)
+CHECKPOINTS = Counter(
+    "context8_ingest_checkpoints_total",
+    "Checkpoint snapshots re-emitted from the book.",
+    ["symbol"],
+)

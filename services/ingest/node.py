@@ -1,0 +1,67 @@
+"""Building the Nautilus TradingNode: the replay client (or live venue clients) + the Actor."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from nautilus_trader.config import LoggingConfig, TradingNodeConfig
+from nautilus_trader.live.node import TradingNode
+
+from services.ingest.actor import IngestActor, IngestActorConfig
+from services.ingest.feeds import Feed
+from services.ingest.replay_client import (
+    REPLAY_CLIENT_ID,
+    ReplayClientConfig,
+    ReplayHooks,
+    make_replay_factory,
+)
+from services.ingest.settings import Settings
+from services.ingest.side_channel import SideChannel
+from services.ingest.writer import StreamWriter
+
+
+def node_config(settings: Settings, data_clients: dict[str, Any]) -> TradingNodeConfig:
+    return TradingNodeConfig(
+        trader_id="INGEST-001",
+        data_clients=data_clients,
+        logging=LoggingConfig(
+            log_level=settings.ingest_nautilus_log_level.upper(), log_colors=False
+        ),
+        # Nothing to reconcile or wait for: ingest has no execution side.
+        timeout_connection=10.0,
+        timeout_disconnection=1.0,
+        timeout_post_stop=0.1,
+        timeout_shutdown=1.0,
+    )
+
+
+def build_replay_node(
+    settings: Settings,
+    feeds: list[Feed],
+    side: SideChannel,
+    writer: StreamWriter,
+    hooks: ReplayHooks,
+    log: Any,
+) -> tuple[TradingNode, IngestActor]:
+    """A TradingNode whose data client replays the feeds' recorded files."""
+    client_config = ReplayClientConfig(speed=settings.speed)
+    node = TradingNode(
+        node_config(settings, {REPLAY_CLIENT_ID: client_config}),
+        loop=asyncio.get_running_loop(),
+    )
+    node.add_data_client_factory(REPLAY_CLIENT_ID, make_replay_factory(feeds, side, hooks))
+    actor = IngestActor(
+        IngestActorConfig(
+            client_ids={feed.instrument_id: REPLAY_CLIENT_ID for feed in feeds},
+            checkpoint_interval_s=settings.ingest_checkpoint_interval_s,
+            snapshot_wait_s=settings.ingest_snapshot_wait_s,
+        ),
+        feeds,
+        side,
+        writer,
+        log,
+    )
+    node.trader.add_actor(actor)
+    node.build()
+    return node, actor

@@ -1,0 +1,262 @@
+"""Venue messages -> Nautilus data, using NautilusTrader's own venue schemas.
+
+The msgspec structs and ``parse_to_*`` methods of Nautilus's Binance and Bybit adapters
+turn each recorded line into ``OrderBookDeltas`` / ``TradeTick`` exactly as the live
+adapters do. What Nautilus's objects do not carry travels beside them in the message
+records below: the venue's sequence ids ``U``/``u``/``pu`` (OrderBookDeltas keep only
+``sequence``), the liquidation flag of futures trades (``X``), and the receive time.
+
+``pu`` is normalised here: Binance futures ``pu``; Binance spot ``U - 1``; Bybit
+``u - 1``. With that, every venue's chain rule is the same: ``pu == previous u``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from nautilus_trader.adapters.binance.common.schemas.market import (
+    BinanceDataMsgWrapper,
+    BinanceDepth,
+    BinanceOrderBookMsg,
+    BinanceQuoteMsg,
+)
+from nautilus_trader.adapters.binance.futures.schemas.market import BinanceFuturesTradeData
+from nautilus_trader.adapters.binance.spot.schemas.market import BinanceSpotTradeMsg
+from nautilus_trader.adapters.bybit.schemas.ws import BybitWsOrderbookDepthMsg, BybitWsTradeMsg
+from nautilus_trader.model.data import OrderBookDeltas, TradeTick
+from nautilus_trader.model.identifiers import InstrumentId
+
+from services.ingest.feeds import Feed
+from services.ingest.recorded import RawLine
+
+_MS = 1_000_000
+
+
+class FuturesTradeData(BinanceFuturesTradeData, frozen=True):
+    """Nautilus's futures trade schema plus ``X`` (execution type), which it drops.
+
+    ``X`` != ``MARKET`` (e.g. ``INSURANCE_FUND``) marks a liquidation fill.
+    """
+
+    X: str = "MARKET"
+
+
+class FuturesTradeMsg(msgspec.Struct, frozen=True):
+    stream: str
+    data: FuturesTradeData
+
+
+class BybitTopic(msgspec.Struct):
+    """Just the topic of a Bybit v5 message, to pick its schema."""
+
+    topic: str
+
+
+class ParseRejection(Exception):
+    """A line that cannot be used; ``reason`` is a short metric label."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class BookMsg:
+    """One venue book message: a full snapshot or one diff, as Nautilus deltas."""
+
+    snapshot: bool
+    U: int
+    u: int
+    pu: int  # normalised: the update id this message follows
+    event_ns: int
+    recv_ns: int
+    #: None for a diff that changes no level (it still advances the sequence).
+    deltas: OrderBookDeltas | None
+
+
+@dataclass(slots=True)
+class TradeMsg:
+    tick: TradeTick
+    liq: bool
+    event_ns: int
+    recv_ns: int
+
+
+@dataclass(slots=True)
+class QuoteMsg:
+    """The venue's best bid/ask (Binance bookTicker): used to verify the rebuilt book."""
+
+    u: int
+    bid_px: str
+    bid_sz: str
+    ask_px: str
+    ask_sz: str
+    event_ns: int
+    recv_ns: int
+
+
+VenueMsg = BookMsg | TradeMsg | QuoteMsg
+
+_WRAPPER = msgspec.json.Decoder(BinanceDataMsgWrapper)
+_DEPTH_SNAPSHOT = msgspec.json.Decoder(BinanceDepth)
+_DEPTH_DIFF = msgspec.json.Decoder(BinanceOrderBookMsg)
+_QUOTE = msgspec.json.Decoder(BinanceQuoteMsg)
+_FUTURES_TRADE = msgspec.json.Decoder(FuturesTradeMsg)
+_SPOT_TRADE = msgspec.json.Decoder(BinanceSpotTradeMsg)
+_BYBIT_BOOK = msgspec.json.Decoder(BybitWsOrderbookDepthMsg)
+_BYBIT_TRADES = msgspec.json.Decoder(BybitWsTradeMsg)
+_BYBIT_TOPIC = msgspec.json.Decoder(BybitTopic)
+
+
+class LineParser:
+    """Parses one feed's lines, in order (it keeps the feed's exchange-time watermark)."""
+
+    def __init__(self, feed: Feed, instrument_id: InstrumentId | None = None) -> None:
+        self.feed = feed
+        self.instrument_id = instrument_id or InstrumentId.from_str(feed.instrument_id)
+        self._stream_prefix = feed.raw_symbol.lower() + "@"
+        #: Newest exchange time seen: the event time of a message that carries none
+        #: (the Binance spot REST snapshot), so it sorts where it arrived.
+        self.watermark_ns = 0
+
+    def parse(self, line: RawLine) -> VenueMsg:
+        """Parse a line holding one message, or raise ``ParseRejection``."""
+        msgs = self.parse_all(line)
+        if len(msgs) != 1:
+            raise ParseRejection("malformed", f"{len(msgs)} messages in one line")
+        return msgs[0]
+
+    def parse_all(self, line: RawLine) -> list[VenueMsg]:
+        """Parse one line (a Bybit trade message holds several trades) or raise."""
+        try:
+            msgs: list[VenueMsg]
+            if self.feed.venue == "BYBIT":
+                msgs = self._parse_bybit(line)
+            else:
+                msgs = [self._parse_binance(line)]
+        except ParseRejection:
+            raise
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ParseRejection("malformed", str(exc)) from exc
+        except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
+            # Nautilus's Price/Quantity constructors reject negative, NaN or garbled numbers.
+            raise ParseRejection("bad_value", repr(exc)) from exc
+        for msg in msgs:
+            self.watermark_ns = max(self.watermark_ns, msg.event_ns)
+        return msgs
+
+    # -- Binance ------------------------------------------------------------------------
+
+    def _parse_binance(self, line: RawLine) -> VenueMsg:
+        if line.recv_ns is None:
+            raise ParseRejection("framing", f"line {line.lineno}: no receive timestamp")
+        recv = line.recv_ns
+        stream = _WRAPPER.decode(line.raw).stream
+        if stream is None:
+            return self._binance_snapshot(line.raw, recv)
+        if not stream.startswith(self._stream_prefix):
+            raise ParseRejection("unknown_stream", stream)
+        channel = stream[len(self._stream_prefix) :]
+        if channel.startswith("depth"):
+            return self._binance_diff(line.raw, recv)
+        if channel == "trade":
+            return self._binance_trade(line.raw, recv)
+        if channel == "bookTicker":
+            quote = _QUOTE.decode(line.raw).data
+            self._check_symbol(quote.s)
+            event = quote.T * _MS if quote.T else self.watermark_ns or recv
+            return QuoteMsg(quote.u, quote.b, quote.B, quote.a, quote.A, event, recv)
+        raise ParseRejection("unknown_stream", stream)
+
+    def _binance_snapshot(self, raw: bytes, recv: int) -> BookMsg:
+        snap = _DEPTH_SNAPSHOT.decode(raw)
+        if snap.symbol is not None:
+            self._check_symbol(snap.symbol)
+        stamp = snap.T or snap.E  # futures only; the spot snapshot has no timestamp
+        event = stamp * _MS if stamp else self.watermark_ns or recv
+        deltas = snap.parse_to_order_book_snapshot(self.instrument_id, recv)
+        last = snap.lastUpdateId
+        return BookMsg(True, last, last, last, event, recv, deltas)
+
+    def _binance_diff(self, raw: bytes, recv: int) -> BookMsg:
+        data = _DEPTH_DIFF.decode(raw).data
+        self._check_symbol(data.s)
+        if data.u < data.U:
+            raise ParseRejection("bad_sequence", f"U {data.U} > u {data.u}")
+        deltas = (
+            data.parse_to_order_book_deltas(self.instrument_id, recv) if data.b or data.a else None
+        )
+        if self.feed.is_futures:
+            if data.pu is None:
+                raise ParseRejection("bad_sequence", "futures diff without pu")
+            pu = data.pu
+        else:
+            pu = data.U - 1
+        event = (data.T or data.E) * _MS
+        return BookMsg(False, data.U, data.u, pu, event, recv, deltas)
+
+    def _binance_trade(self, raw: bytes, recv: int) -> TradeMsg:
+        if self.feed.is_futures:
+            fut = _FUTURES_TRADE.decode(raw).data
+            self._check_symbol(fut.s)
+            tick = fut.parse_to_trade_tick(self.instrument_id, recv)
+            return TradeMsg(tick, fut.X != "MARKET", fut.T * _MS, recv)
+        spot = _SPOT_TRADE.decode(raw).data
+        self._check_symbol(spot.s)
+        tick = spot.parse_to_trade_tick(self.instrument_id, recv)
+        return TradeMsg(tick, False, spot.T * _MS, recv)
+
+    # -- Bybit --------------------------------------------------------------------------
+
+    def _parse_bybit(self, line: RawLine) -> list[VenueMsg]:
+        topic = _BYBIT_TOPIC.decode(line.raw).topic
+        if topic.startswith("publicTrade."):
+            return list(self._bybit_trades(line))
+        if not topic.startswith("orderbook."):
+            raise ParseRejection("unknown_stream", topic)
+        return [self._bybit_book(line)]
+
+    def _bybit_trades(self, line: RawLine) -> list[TradeMsg]:
+        msg = _BYBIT_TRADES.decode(line.raw)
+        out: list[TradeMsg] = []
+        for trade in msg.data:
+            self._check_symbol(trade.s)
+            event = trade.T * _MS
+            recv = line.recv_ns if line.recv_ns is not None else event
+            tick = trade.parse_to_trade_tick(
+                self.instrument_id,
+                price_precision=self.feed.price_precision,
+                size_precision=self.feed.size_precision,
+                ts_init=recv,
+            )
+            # Bybit's public trades carry no liquidation flag (that is another topic).
+            out.append(TradeMsg(tick, False, event, recv))
+        return out
+
+    def _bybit_book(self, line: RawLine) -> BookMsg:
+        msg = _BYBIT_BOOK.decode(line.raw)
+        self._check_symbol(msg.data.s)
+        if msg.type not in ("snapshot", "delta"):
+            raise ParseRejection("unknown_stream", f"{msg.topic} type {msg.type}")
+        event = msg.ts * _MS
+        recv = line.recv_ns if line.recv_ns is not None else event
+        # Bybit: u == 1 is a fresh snapshot after a service restart, whatever ``type`` says.
+        snapshot = msg.type == "snapshot" or msg.data.u == 1
+        deltas = None
+        if msg.data.b or msg.data.a or snapshot:
+            deltas = msg.data.parse_to_deltas(
+                self.instrument_id,
+                self.feed.price_precision,
+                self.feed.size_precision,
+                ts_event=event,
+                ts_init=recv,
+                snapshot=snapshot,
+            )
+        u = msg.data.u
+        return BookMsg(snapshot, u, u, u - 1, event, recv, deltas)
+
+    def _check_symbol(self, symbol: Any) -> None:
+        if symbol != self.feed.raw_symbol:
+            raise ParseRejection("wrong_symbol", f"{symbol!r} in the {self.feed.raw_symbol} feed")

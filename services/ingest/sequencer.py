@@ -1,0 +1,309 @@
+"""Book integrity: snapshot + diff sequencing for one instrument (pure, no I/O).
+
+Follows the venues' documented way of keeping a local book:
+
+1. Diffs that arrive before the snapshot are buffered.
+2. When the snapshot (update id ``L``) arrives the book is replaced by it; buffered and
+   later diffs the snapshot already covers are dropped (futures ``u < L``; spot and
+   Bybit ``u <= L``); the first applied diff must straddle it (futures
+   ``U <= L <= u``; spot/Bybit ``U <= L+1 <= u``; or it follows ``L`` exactly, ``pu == L``).
+3. After that every diff must follow the previous one: ``pu == previous u`` (``pu`` is
+   normalised by the parser so this one rule serves every venue).
+4. A break (gap) or a crossed book (best bid >= best ask) invalidates the book: the
+   sequencer drops it, emits ``status: resync`` and waits for the next snapshot. Levels
+   from before the resync never reach the new book (it is replaced, not merged).
+
+Inputs and outputs are plain ints (prices/sizes already scaled), so this module is
+tested directly against the recorded bookTicker stream.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Literal
+
+Level = tuple[int, int]
+
+
+class Rule(Enum):
+    """How the first diff after a snapshot is matched (the venues differ by one)."""
+
+    #: Binance futures: covered ``u < L``; first applied ``U <= L <= u``.
+    FUTURES = "futures"
+    #: Binance spot and Bybit: covered ``u <= L``; first applied ``U <= L+1 <= u``.
+    NEXT_ID = "next_id"
+
+
+@dataclass(slots=True)
+class BookUpdate:
+    """One venue book message with scaled int levels (size 0 removes a level)."""
+
+    snapshot: bool
+    U: int
+    u: int
+    pu: int
+    bids: list[Level]
+    asks: list[Level]
+    event_ns: int
+    recv_ns: int
+
+
+@dataclass(slots=True)
+class SnapOut:
+    """Emit a full book (best first)."""
+
+    u: int
+    bids: list[Level]
+    asks: list[Level]
+    src: Literal["venue", "checkpoint"]
+    event_ns: int
+    recv_ns: int
+
+
+@dataclass(slots=True)
+class DeltaOut:
+    """Emit one applied diff."""
+
+    U: int
+    u: int
+    pu: int
+    bids: list[Level]
+    asks: list[Level]
+    event_ns: int
+    recv_ns: int
+
+
+@dataclass(slots=True)
+class StatusOut:
+    state: Literal["ok", "resync", "unbuildable", "down", "degraded"]
+    reason: str
+    event_ns: int
+    recv_ns: int
+
+
+Output = SnapOut | DeltaOut | StatusOut
+
+
+@dataclass(slots=True)
+class SequencerStats:
+    snapshots: int = 0
+    applied: int = 0
+    covered: int = 0  # buffered diffs the snapshot already held
+    duplicates: int = 0  # diffs at or before the last applied id (replayed/duplicated)
+    gaps: int = 0
+    crossed: int = 0
+    resyncs: int = 0
+    buffer_overflow: int = 0
+    level_changes: int = 0
+
+
+FeedPhase = Literal["waiting", "ok", "degraded"]
+
+
+@dataclass
+class BookSequencer:
+    """Keeps one instrument's validated book and decides what to emit."""
+
+    rule: Rule
+    max_buffer: int = 20_000
+    #: Event-time budget for the first snapshot; after it ``unbuildable`` is emitted once.
+    snapshot_wait_ns: int = 10_000_000_000
+    phase: FeedPhase = "waiting"
+    stats: SequencerStats = field(default_factory=SequencerStats)
+    bids: dict[int, int] = field(default_factory=dict)
+    asks: dict[int, int] = field(default_factory=dict)
+    best_bid: int | None = None
+    best_ask: int | None = None
+    #: Update id of the snapshot the book was built from, and of the last applied diff.
+    snapshot_u: int | None = None
+    last_u: int | None = None
+    ever_synced: bool = False
+    unbuildable_sent: bool = False
+    _buffer: deque[BookUpdate] = field(default_factory=deque)
+
+    # -- inputs ------------------------------------------------------------------------
+
+    def on_update(self, upd: BookUpdate) -> list[Output]:
+        """Feed one venue message; returns what to emit, in order."""
+        if upd.snapshot:
+            return self._on_snapshot(upd)
+        if self.phase != "ok":
+            return self._buffer_diff(upd)
+        out: list[Output] = []
+        self._on_diff(upd, out)
+        return out
+
+    def finish(self, event_ns: int, recv_ns: int) -> list[Output]:
+        """The feed ended: say so, and say ``unbuildable`` if no snapshot ever came."""
+        out: list[Output] = []
+        if not self.ever_synced and not self.unbuildable_sent:
+            self.unbuildable_sent = True
+            out.append(StatusOut("unbuildable", "no snapshot in the feed", event_ns, recv_ns))
+        return out
+
+    def checkpoint(self, event_ns: int, recv_ns: int) -> SnapOut | None:
+        """A snapshot of the current validated book, or None if there is none."""
+        if self.phase != "ok" or self.last_u is None:
+            return None
+        return SnapOut(
+            self.last_u,
+            sorted(self.bids.items(), reverse=True),
+            sorted(self.asks.items()),
+            "checkpoint",
+            event_ns,
+            recv_ns,
+        )
+
+    def invalidate(self, reason: str, event_ns: int, recv_ns: int) -> list[Output]:
+        """Drop the book from outside (e.g. a diff's venue ids were lost): a gap."""
+        if self.phase != "ok":
+            return []
+        self.stats.gaps += 1
+        out: list[Output] = []
+        marker = BookUpdate(False, 0, 0, 0, [], [], event_ns, recv_ns)
+        self._resync(reason, marker, out, keep=False)
+        return out
+
+    def top(self) -> tuple[int, int, int, int] | None:
+        """(best bid px, size, best ask px, size) of the validated book, or None."""
+        if self.phase != "ok" or self.best_bid is None or self.best_ask is None:
+            return None
+        return self.best_bid, self.bids[self.best_bid], self.best_ask, self.asks[self.best_ask]
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _on_snapshot(self, upd: BookUpdate) -> list[Output]:
+        out: list[Output] = []
+        recovering = self.phase == "degraded"
+        self.bids = {p: s for p, s in upd.bids if s > 0}
+        self.asks = {p: s for p, s in upd.asks if s > 0}
+        self.best_bid = max(self.bids) if self.bids else None
+        self.best_ask = min(self.asks) if self.asks else None
+        self.snapshot_u = upd.u
+        self.last_u = None
+        self.stats.snapshots += 1
+        if self._crossed():
+            self.stats.crossed += 1
+            self._resync("venue snapshot is crossed", upd, out, keep=False)
+            return out
+        self.phase = "ok"
+        self.ever_synced = True
+        out.append(
+            SnapOut(
+                upd.u,
+                sorted(self.bids.items(), reverse=True),
+                sorted(self.asks.items()),
+                "venue",
+                upd.event_ns,
+                upd.recv_ns,
+            )
+        )
+        if recovering:
+            out.append(StatusOut("ok", "rebuilt from venue snapshot", upd.event_ns, upd.recv_ns))
+        pending, self._buffer = self._buffer, deque()
+        for diff in pending:
+            if self.phase == "ok":
+                self._on_diff(diff, out)
+            else:
+                self._buffer_diff(diff, out)
+        return out
+
+    def _buffer_diff(self, upd: BookUpdate, out: list[Output] | None = None) -> list[Output]:
+        out = [] if out is None else out
+        if len(self._buffer) >= self.max_buffer:
+            self._buffer.popleft()
+            self.stats.buffer_overflow += 1
+        self._buffer.append(upd)
+        if (
+            not self.ever_synced
+            and not self.unbuildable_sent
+            and upd.event_ns - self._buffer[0].event_ns > self.snapshot_wait_ns
+        ):
+            self.unbuildable_sent = True
+            waited = self.snapshot_wait_ns / 1e9
+            out.append(
+                StatusOut(
+                    "unbuildable", f"no snapshot within {waited:g} s", upd.event_ns, upd.recv_ns
+                )
+            )
+        return out
+
+    def _on_diff(self, upd: BookUpdate, out: list[Output]) -> None:
+        snap_u = self.snapshot_u
+        assert snap_u is not None
+        if self.last_u is None:
+            covered = upd.u < snap_u if self.rule is Rule.FUTURES else upd.u <= snap_u
+            if covered:
+                self.stats.covered += 1
+                return
+            target = snap_u if self.rule is Rule.FUTURES else snap_u + 1
+            # ``pu == L`` also continues the snapshot exactly: a client (like Nautilus's
+            # live Binance client) may already have dropped the diff ending at ``L``.
+            if not (upd.U <= target <= upd.u or upd.pu == snap_u):
+                self.stats.gaps += 1
+                self._resync(
+                    f"first diff U={upd.U} u={upd.u} does not straddle snapshot {snap_u}", upd, out
+                )
+                return
+        elif upd.pu != self.last_u:
+            if upd.u <= self.last_u:
+                self.stats.duplicates += 1  # already applied: sizes are absolute, skip it
+                return
+            self.stats.gaps += 1
+            self._resync(f"gap: pu={upd.pu} after u={self.last_u}", upd, out)
+            return
+        self._apply(upd.bids, self.bids, is_bid=True)
+        self._apply(upd.asks, self.asks, is_bid=False)
+        self.stats.level_changes += len(upd.bids) + len(upd.asks)
+        if self._crossed():
+            self.stats.crossed += 1
+            self._resync(
+                f"crossed book after u={upd.u}: bid {self.best_bid} >= ask {self.best_ask}",
+                upd,
+                out,
+                keep=False,
+            )
+            return
+        self.last_u = upd.u
+        self.stats.applied += 1
+        out.append(DeltaOut(upd.U, upd.u, upd.pu, upd.bids, upd.asks, upd.event_ns, upd.recv_ns))
+
+    def _apply(self, levels: list[Level], side: dict[int, int], is_bid: bool) -> None:
+        best = self.best_bid if is_bid else self.best_ask
+        recompute = False
+        for price, size in levels:
+            if size == 0:
+                if side.pop(price, None) is not None and price == best:
+                    recompute = True
+            else:
+                side[price] = size
+                if best is None or (price > best if is_bid else price < best):
+                    best = price
+                    recompute = False
+        if recompute:
+            best = (max(side) if is_bid else min(side)) if side else None
+        if is_bid:
+            self.best_bid = best
+        else:
+            self.best_ask = best
+
+    def _crossed(self) -> bool:
+        return (
+            self.best_bid is not None
+            and self.best_ask is not None
+            and self.best_bid >= self.best_ask
+        )
+
+    def _resync(self, reason: str, upd: BookUpdate, out: list[Output], keep: bool = True) -> None:
+        """Drop the book; wait for the next snapshot (newer diffs are kept for it)."""
+        self.phase = "degraded"
+        self.stats.resyncs += 1
+        self.bids, self.asks = {}, {}
+        self.best_bid = self.best_ask = None
+        self.last_u = None
+        self._buffer.clear()
+        if keep:
+            self._buffer.append(upd)
+        out.append(StatusOut("resync", reason, upd.event_ns, upd.recv_ns))

@@ -1,0 +1,186 @@
+"""The ingest service shell: settings, Redis, the Nautilus node, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services.ingest.feeds import (
+    Feed,
+    parse_precisions,
+    parse_symbol_map,
+    replay_feeds,
+)
+from services.ingest.settings import Settings
+from services.ingest.writer import StreamWriter
+from shared import keys
+from shared.errors import ConfigError
+from shared.lifecycle import Shutdown
+from shared.logging import configure_logging
+from shared.metrics import start_metrics
+from shared.redis_client import make_redis
+
+SERVICE = "ingest"
+
+
+def resolve_feeds(settings: Settings) -> list[Feed]:
+    """The feeds to run, or ``ConfigError`` with a message saying what to fix."""
+    precisions = parse_precisions(settings.ingest_precisions)
+    symbol_map = parse_symbol_map(settings.ingest_symbol_map)
+    if settings.ingest_mode == "replay":
+        return replay_feeds(settings.replay_paths(), precisions, symbol_map)
+    from services.ingest.live import live_feeds
+
+    return live_feeds(settings.ingest_live_symbols, precisions, symbol_map)
+
+
+async def _wait_for_redis(redis: Redis, shutdown: Shutdown, log: Any) -> bool:
+    """Ping until Redis answers (True) or shutdown is requested (False)."""
+    delay = 0.1
+    while not shutdown.requested:
+        try:
+            await redis.ping()
+            return True
+        except (RedisError, OSError) as exc:
+            log.warning("redis not reachable; retrying", error=repr(exc))
+            await shutdown.wait(delay)
+            delay = min(delay * 2, 2.0)
+    return False
+
+
+async def register_symbols(redis: Redis, feeds: list[Feed], mode: str) -> None:
+    mapping = {
+        feed.symbol: json.dumps({**feed.registration(), "mode": mode}, separators=(",", ":"))
+        for feed in feeds
+    }
+    await redis.hset(keys.SYMBOLS, mapping=mapping)  # type: ignore[arg-type]
+
+
+async def main(shutdown: Shutdown) -> None:
+    settings = Settings()
+    log = configure_logging(SERVICE, settings.node_id, settings.log_level, settings.log_format)
+    try:
+        feeds = resolve_feeds(settings)
+    except ConfigError as exc:
+        log.error("configuration error", error=str(exc))
+        raise SystemExit(2) from exc
+    port = start_metrics(SERVICE, settings.metrics_host, settings.metrics_port)
+    log.info(
+        "starting",
+        mode=settings.ingest_mode,
+        speed=settings.ingest_speed,
+        metrics_port=port,
+        symbols={f.symbol: [str(p) for p in f.files] for f in feeds},
+    )
+    redis = make_redis(settings)
+    try:
+        if not await _wait_for_redis(redis, shutdown, log):
+            return
+        await register_symbols(redis, feeds, settings.ingest_mode)
+        await run_node(settings, feeds, redis, shutdown, log)
+    finally:
+        await redis.aclose()
+    log.info("stopped")
+
+
+async def run_node(
+    settings: Settings, feeds: list[Feed], redis: Redis, shutdown: Shutdown, log: Any
+) -> None:
+    """Run the Nautilus node until SIGTERM (or the recording's end with exit-at-end)."""
+    # Nautilus is imported only now: a configuration error above fails fast.
+    from services.ingest.node import build_replay_node
+    from services.ingest.replay_client import ReplayHooks
+    from services.ingest.side_channel import SideChannel
+
+    writer = StreamWriter(
+        redis,
+        maxlen=settings.ingest_stream_maxlen,
+        batch_size=settings.ingest_batch_size,
+        flush_interval_s=settings.ingest_flush_interval_ms / 1000,
+        log=log,
+    )
+    writer_task = asyncio.create_task(writer.run(), name="ingest-writer")
+    side = SideChannel()
+    ended = asyncio.Event()
+    holder: dict[str, Any] = {}
+
+    def on_end(reason: str) -> None:
+        actor = holder["actor"]
+        for feed in feeds:
+            actor.end_of_feed(feed.instrument_id, reason)
+        log.info(reason, symbols=[f.symbol for f in feeds])
+        ended.set()
+
+    if settings.ingest_mode == "replay":
+        hooks = ReplayHooks(on_end=on_end, wait_for_room=writer.wait_for_room, log=log)
+        node, actor = build_replay_node(settings, feeds, side, writer, hooks, log)
+    else:
+        from services.ingest.live import build_live_node
+
+        node, actor = build_live_node(settings, feeds, side, writer, log)
+    holder["actor"] = actor
+    # Nautilus installs its own SIGTERM/SIGINT handlers on the loop; take them back so
+    # a signal reaches the service's drain path below.
+    shutdown.install()
+    node_task = await start_node(node)
+    try:
+        await _wait_until_done(settings, shutdown, ended, node_task, writer, log)
+    finally:
+        log.info("stopping", pending_entries=writer.pending)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(node.stop_async(), 3.0)
+        node_task.cancel()
+        with contextlib.suppress(BaseException):
+            await node_task
+        left = await writer.close(timeout=2.0)
+        if left:
+            log.warning("entries left unwritten at shutdown", count=left)
+        writer_task.cancel()
+        with contextlib.suppress(BaseException):
+            await writer_task
+
+
+async def start_node(node: Any) -> asyncio.Future[Any]:
+    """Start the node's kernel; the future ends if its data engine's queues stop.
+
+    (``TradingNode.run_async`` does the same but logs an empty ERROR when the queues
+    are cancelled at every normal stop.)
+    """
+    await node.kernel.start_async()
+    engine = node.kernel.data_engine
+    return asyncio.gather(
+        engine.get_cmd_queue_task(),
+        engine.get_req_queue_task(),
+        engine.get_res_queue_task(),
+        engine.get_data_queue_task(),
+    )
+
+
+async def _wait_until_done(
+    settings: Settings,
+    shutdown: Shutdown,
+    ended: asyncio.Event,
+    node_task: asyncio.Future[Any],
+    writer: StreamWriter,
+    log: Any,
+) -> None:
+    stop = asyncio.create_task(shutdown.event.wait())
+    end = asyncio.create_task(ended.wait())
+    try:
+        waiting = {stop, node_task}
+        if settings.ingest_exit_at_end:
+            waiting.add(end)
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if end in done:
+            await writer.wait_idle()
+            log.info("exiting at end of recording (C8_INGEST_EXIT_AT_END=true)")
+        elif node_task in done and not shutdown.requested:
+            log.error("nautilus node stopped unexpectedly")
+    finally:
+        stop.cancel()
+        end.cancel()

@@ -1,0 +1,218 @@
+"""Helpers for the ingest tests: kit sessions through the pure core, polling."""
+
+from __future__ import annotations
+
+import bisect
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.ingest.convert import book_update, scale_text
+from services.ingest.feeds import Feed, replay_feeds
+from services.ingest.parsing import BookMsg, LineParser, ParseRejection, QuoteMsg, TradeMsg
+from services.ingest.recorded import RecordedFile
+from services.ingest.sequencer import BookSequencer, DeltaOut, Output, Rule
+from shared import keys
+from shared.wire import DeltaPayload, Entry, SnapPayload, StatusPayload, decode
+
+KIT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DEMO = Path(__file__).resolve().parents[2] / "data"
+
+#: session name -> files, replayed in this order (kit README "What is here").
+SESSIONS: dict[str, list[Path]] = {
+    "usdm-btc-2024-07": [
+        DEMO / "binance-usdm/BTCUSDT/btcusdt_20240718.gz",
+        DEMO / "binance-usdm/BTCUSDT/btcusdt_20240719.gz",
+    ],
+    "usdm-eth-2024-07": [
+        DEMO / "binance-usdm/ETHUSDT/ethusdt_20240718.gz",
+        DEMO / "binance-usdm/ETHUSDT/ethusdt_20240719.gz",
+    ],
+    "usdm-btc-2024-08": [KIT / "binance-usdm/BTCUSDT/btcusdt_20240808.gz"],
+    "spot-btc-2024-08": [
+        KIT / "binance-spot/BTCUSDT/btcusdt_20240808.gz",
+        KIT / "binance-spot/BTCUSDT/btcusdt_20240809.gz",
+    ],
+    "coinm-btc-2024-08": [
+        KIT / "binance-coinm/BTCUSD_PERP/btcusd_perp_20240808.gz",
+        KIT / "binance-coinm/BTCUSD_PERP/btcusd_perp_20240809.gz",
+    ],
+}
+SPOT_2023 = KIT / "binance-spot/BTCUSDT/btcusdt_20230405.dat.gz"
+BYBIT = KIT / "bybit-linear/XRPUSDT/2024-12-01_XRPUSDT_ob500.data.zip"
+
+
+@dataclass
+class SessionResult:
+    """What replaying one session through parser + sequencer produced."""
+
+    feed: Feed
+    sequencer: BookSequencer
+    outputs: list[Output] = field(default_factory=list)
+    quotes: list[QuoteMsg] = field(default_factory=list)
+    trades: list[TradeMsg] = field(default_factory=list)
+    #: (u of an applied diff, top of book right after it)
+    tops: list[tuple[int, int, tuple[int, int, int, int] | None]] = field(default_factory=list)
+    rejections: dict[str, int] = field(default_factory=dict)
+    messages: list[BookMsg | TradeMsg] = field(default_factory=list)
+
+    def compare_with_book_ticker(self) -> tuple[int, int]:
+        """(matches, mismatches) of the rebuilt top vs every comparable bookTicker.
+
+        A bookTicker is comparable when its update id falls between the end of one
+        applied diff (``u``) and the start of the next (``U``): the book is then exactly
+        the state after the first of them.
+        """
+        pp, sp = self.feed.price_precision, self.feed.size_precision
+        ends = [u for u, _next_first, _top in self.tops]
+        matches = mismatches = 0
+        for quote in self.quotes:
+            i = bisect.bisect_right(ends, quote.u) - 1
+            if i < 0 or i + 1 >= len(self.tops) or not quote.u < self.tops[i][1]:
+                continue
+            expected = (
+                scale_text(quote.bid_px, pp),
+                scale_text(quote.bid_sz, sp),
+                scale_text(quote.ask_px, pp),
+                scale_text(quote.ask_sz, sp),
+            )
+            if self.tops[i][2] == expected:
+                matches += 1
+            else:
+                mismatches += 1
+        return matches, mismatches
+
+
+def replay_session(files: list[Path]) -> SessionResult:
+    """Parse a session's files and run its book messages through a BookSequencer."""
+    feed = replay_feeds(files)[0]
+    parser = LineParser(feed)
+    rejections: dict[str, int] = {}
+    quotes: list[QuoteMsg] = []
+    messages: list[BookMsg | TradeMsg] = []
+    for path in feed.files:
+        for line in RecordedFile(path).lines():
+            try:
+                msg = parser.parse(line)
+            except ParseRejection as exc:
+                rejections[exc.reason] = rejections.get(exc.reason, 0) + 1
+                continue
+            if isinstance(msg, QuoteMsg):
+                quotes.append(msg)
+            else:
+                messages.append(msg)
+    result = sequence_messages(feed, messages)
+    result.quotes = quotes
+    result.rejections = rejections
+    return result
+
+
+def sequence_messages(feed: Feed, messages: list[BookMsg | TradeMsg]) -> SessionResult:
+    """Run parsed messages (possibly tampered with) through a fresh BookSequencer."""
+    result = SessionResult(feed, BookSequencer(Rule.FUTURES if feed.is_futures else Rule.NEXT_ID))
+    result.messages = messages
+    applied: list[DeltaOut] = []
+    for msg in messages:
+        if isinstance(msg, TradeMsg):
+            result.trades.append(msg)
+            continue
+        update = book_update(msg, feed.price_precision, feed.size_precision)
+        for out in result.sequencer.on_update(update):
+            result.outputs.append(out)
+            if isinstance(out, DeltaOut):
+                applied.append(out)
+                result.tops.append((out.u, 0, result.sequencer.top()))
+    # The window of a top is [its diff's u, the next applied diff's U).
+    for i in range(len(result.tops) - 1):
+        u, _, top = result.tops[i]
+        result.tops[i] = (u, applied[i + 1].U, top)
+    return result
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> object:
+    """Poll ``predicate`` until it returns something truthy or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def start_ingest(redis_url: str, log_path: Path, **env: str) -> subprocess.Popen[bytes]:
+    """``python -m services.ingest`` with ``C8_*`` settings (Nautilus's stdout discarded)."""
+    full = {
+        **os.environ,
+        "C8_REDIS_URL": redis_url,
+        "C8_LOG_LEVEL": "INFO",
+        "C8_INGEST_NAUTILUS_LOG_LEVEL": "ERROR",
+        **{f"C8_{k.upper()}": v for k, v in env.items()},
+    }
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.ingest"],
+            cwd=REPO,
+            env=full,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+
+
+def stream_entries(client: Any, symbol: str) -> list[tuple[bytes, Entry]]:
+    """Every entry of the symbol's stream, decoded."""
+    return [(eid, decode(fields)) for eid, fields in client.xrange(keys.stream(symbol))]
+
+
+def check_stream_consistency(entries: list[tuple[bytes, Entry]]) -> dict[str, int]:
+    """Consume a stream as a plain consumer would and check the contract on the way.
+
+    The first book entry is a snap; deltas chain (``pu`` == previous ``u``; the first
+    after a snap straddles it: ``pu <= snap.u <= u``); a checkpoint snap equals the
+    book the consumer rebuilt itself. Returns counts per kind (snap kinds by ``src``).
+    """
+    counts: dict[str, int] = {}
+    bids: dict[int, int] = {}
+    asks: dict[int, int] = {}
+    last_u: int | None = None
+    after_snap = False
+    have_book = False
+    for _eid, entry in entries:
+        p = entry.payload
+        key = f"snap:{p.src}" if isinstance(p, SnapPayload) else entry.kind
+        counts[key] = counts.get(key, 0) + 1
+        if isinstance(p, SnapPayload):
+            if p.src == "checkpoint":
+                assert have_book and p.u == last_u
+                assert dict(p.b) == bids and dict(p.a) == asks
+            assert [x for x, _ in p.b] == sorted((x for x, _ in p.b), reverse=True)
+            assert [x for x, _ in p.a] == sorted(x for x, _ in p.a)
+            bids, asks = dict(p.b), dict(p.a)
+            last_u, after_snap, have_book = p.u, True, True
+        elif isinstance(p, DeltaPayload):
+            assert have_book, "delta before any snap"
+            assert last_u is not None
+            if after_snap:
+                assert p.pu <= last_u <= p.u
+            else:
+                assert p.pu == last_u
+            for side, levels in ((bids, p.b), (asks, p.a)):
+                for price, size in levels:
+                    if size:
+                        side[price] = size
+                    else:
+                        side.pop(price, None)
+            assert max(bids) < min(asks)
+            last_u, after_snap = p.u, False
+        elif isinstance(p, StatusPayload) and p.state in ("resync", "unbuildable"):
+            have_book, bids, asks = False, {}, {}
+    return counts

@@ -1,0 +1,195 @@
+"""Recorded lines -> Nautilus data with the venue ids beside it; bad lines are rejections."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from ingest_support import BYBIT, DEMO, SPOT_2023
+
+from services.ingest.convert import OffGridError, levels_of, scale_raw, scale_text
+from services.ingest.feeds import Feed
+from services.ingest.parsing import BookMsg, LineParser, ParseRejection, QuoteMsg, TradeMsg
+from services.ingest.recorded import RawLine, RecordedFile
+
+USDM = Feed("BINANCE", "usdm", "BTCUSDT", "BTCUSDT", 1, 3)
+SPOT = Feed("BINANCE", "spot", "BTCUSDT", "BTCUSDT", 2, 8)
+XRP = Feed("BYBIT", "linear", "XRPUSDT", "XRPUSDT", 4, 0)
+T0 = 1721347000000000000
+
+DIFF = {
+    "stream": "btcusdt@depth@0ms",
+    "data": {
+        "e": "depthUpdate",
+        "E": 1721347001000,
+        "T": 1721347000999,
+        "s": "BTCUSDT",
+        "U": 100,
+        "u": 110,
+        "pu": 95,
+        "b": [["63943.9", "1.234"], ["63940.0", "0"]],
+        "a": [["63944.0", "0.500"]],
+    },
+}
+TRADE = {
+    "stream": "btcusdt@trade",
+    "data": {
+        "e": "trade",
+        "E": 1721347001000,
+        "T": 1721347000998,
+        "s": "BTCUSDT",
+        "t": 77,
+        "p": "63944.0",
+        "q": "0.010",
+        "X": "INSURANCE_FUND",
+        "m": True,
+    },
+}
+
+
+def line(obj: object, recv: int | None = T0) -> RawLine:
+    raw = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+    return RawLine(recv, raw, 1)
+
+
+def test_futures_diff_keeps_venue_ids_and_exact_levels() -> None:
+    msg = LineParser(USDM).parse(line(DIFF))
+    assert isinstance(msg, BookMsg) and not msg.snapshot
+    assert (msg.U, msg.u, msg.pu) == (100, 110, 95)
+    assert msg.event_ns == 1721347000999 * 1_000_000  # T (transaction time), exact
+    assert msg.recv_ns == T0
+    assert msg.deltas is not None and msg.deltas.sequence == 110
+    assert levels_of(msg.deltas, 1, 3) == ([(639439, 1234), (639400, 0)], [(639440, 500)])
+
+
+def test_spot_diff_pu_is_U_minus_one() -> None:
+    data = dict(DIFF["data"], U=200, u=204)  # type: ignore[arg-type]
+    del data["pu"], data["T"]
+    msg = LineParser(SPOT).parse(line({"stream": "btcusdt@depth@100ms", "data": data}))
+    assert isinstance(msg, BookMsg) and (msg.U, msg.u, msg.pu) == (200, 204, 199)
+    assert msg.event_ns == 1721347001000 * 1_000_000  # E: spot has no T
+
+
+def test_futures_trade_keeps_the_liquidation_flag() -> None:
+    msg = LineParser(USDM).parse(line(TRADE))
+    assert isinstance(msg, TradeMsg) and msg.liq
+    assert msg.tick.trade_id.value == "77" and msg.tick.aggressor_side.name == "SELLER"
+    market = dict(TRADE, data=dict(TRADE["data"], X="MARKET"))  # type: ignore[arg-type]
+    plain = LineParser(USDM).parse(line(market))
+    assert isinstance(plain, TradeMsg) and not plain.liq
+
+
+def test_spot_snapshot_without_timestamp_takes_the_feed_watermark() -> None:
+    parser = LineParser(SPOT)
+    spot_trade = {
+        "stream": "btcusdt@trade",
+        "data": {
+            "e": "trade",
+            "E": 5,
+            "s": "BTCUSDT",
+            "t": 1,
+            "p": "1.00000000",
+            "q": "1.00000000",
+            "T": 1723161254000,
+            "m": False,
+            "M": True,
+        },
+    }
+    parser.parse(line(spot_trade))
+    snapshot = {
+        "lastUpdateId": 50,
+        "bids": [["61837.63000000", "3.78826000"]],
+        "asks": [["61837.64000000", "1.00000000"]],
+    }
+    msg = parser.parse(line(snapshot, recv=T0))
+    assert isinstance(msg, BookMsg) and msg.snapshot and msg.u == 50
+    assert msg.event_ns == 1723161254000 * 1_000_000
+    assert levels_of(msg.deltas, 2, 8) == ([(6183763, 378826000)], [(6183764, 100000000)])
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"stream":"btcusdt@depth@0ms","data":{"e":"depthUpdate","E":17213', "malformed"),
+        (b"not json at all", "malformed"),
+        (json.dumps(dict(DIFF, data=dict(DIFF["data"], U="abc"))).encode(), "malformed"),
+        (json.dumps(dict(DIFF, data=dict(DIFF["data"], b=[["x", "1"]]))).encode(), "bad_value"),
+        (json.dumps(dict(DIFF, data=dict(DIFF["data"], b=[["1.0", "-1"]]))).encode(), "bad_value"),
+        (json.dumps(dict(DIFF, data=dict(DIFF["data"], s="ETHUSDT"))).encode(), "wrong_symbol"),
+        (json.dumps(dict(DIFF, stream="btcusdt@kline_1m")).encode(), "unknown_stream"),
+        (json.dumps(dict(DIFF, stream="ethusdt@depth@0ms")).encode(), "unknown_stream"),
+        (json.dumps(dict(DIFF, data=dict(DIFF["data"], U=120))).encode(), "bad_sequence"),
+        (json.dumps(dict(TRADE, data=dict(TRADE["data"], p=None))).encode(), "malformed"),
+        (b'{"lastUpdateId": 5, "bids": [["1.0"]], "asks": []}', "malformed"),
+    ],
+)
+def test_bad_lines_are_rejected_with_a_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(ParseRejection) as err:
+        LineParser(USDM).parse(line(raw))
+    assert err.value.reason == reason
+
+
+def test_line_without_receive_timestamp_is_a_framing_rejection() -> None:
+    with pytest.raises(ParseRejection) as err:
+        LineParser(USDM).parse(line(DIFF, recv=None))
+    assert err.value.reason == "framing"
+
+
+def test_diff_changing_no_level_still_carries_its_ids() -> None:
+    empty = dict(DIFF, data=dict(DIFF["data"], b=[], a=[]))  # type: ignore[arg-type]
+    msg = LineParser(USDM).parse(line(empty))
+    assert isinstance(msg, BookMsg) and msg.deltas is None and msg.u == 110
+
+
+def test_bybit_snapshot_delta_and_u1_reset() -> None:
+    parser = LineParser(XRP)
+    lines = list(RecordedFile(BYBIT).lines())
+    first = parser.parse(lines[0])
+    second = parser.parse(lines[1])
+    assert isinstance(first, BookMsg) and first.snapshot and first.u == 20254869
+    assert isinstance(second, BookMsg) and not second.snapshot
+    assert (second.U, second.u, second.pu) == (20254870, 20254870, 20254869)
+    assert second.recv_ns == second.event_ns  # the file has no receive time
+    restart = json.loads(lines[1].raw)
+    restart["data"]["u"] = 1
+    reset = parser.parse(RawLine(None, json.dumps(restart).encode(), 3))
+    assert isinstance(reset, BookMsg) and reset.snapshot
+
+
+def test_book_ticker_is_parsed_for_verification() -> None:
+    parser = LineParser(SPOT)
+    lines = RecordedFile(SPOT_2023).lines()
+    next(lines)
+    quote = parser.parse(next(lines))
+    assert isinstance(quote, QuoteMsg) and quote.u == 36090299876
+    assert scale_text(quote.bid_px, 2) == 2816547
+
+
+def test_recorded_timestamps_are_ns_in_2024_and_us_in_2023() -> None:
+    first_2024 = next(RecordedFile(DEMO / "binance-usdm/BTCUSDT/btcusdt_20240718.gz").lines())
+    first_2023 = next(RecordedFile(SPOT_2023).lines())
+    assert first_2024.recv_ns is not None and 1.7e18 < first_2024.recv_ns < 1.8e18
+    assert first_2023.recv_ns == 1680652800004107 * 1000
+
+
+def test_truncated_gzip_ends_the_file_and_unframed_lines_pass_through(tmp_path: Path) -> None:
+    data = gzip.compress(b"1721347000000000000 {}\ngarbage-without-timestamp\n" * 2000)
+    path = tmp_path / "cut.gz"
+    path.write_bytes(data[: len(data) // 2])
+    lines = list(RecordedFile(path).lines())
+    assert 0 < len(lines) < 4000
+    assert any(x.recv_ns is None for x in lines)
+
+
+def test_scaling_is_exact_and_refuses_finer_values() -> None:
+    assert scale_text("61837.63000000", 2) == 6183763
+    assert scale_text("0.00123000", 8) == 123000
+    with pytest.raises(OffGridError):
+        scale_text("1.2345", 2)
+    from nautilus_trader.model.objects import Price
+
+    assert scale_raw(Price.from_str("63943.9").raw, 1) == 639439
+    with pytest.raises(OffGridError):
+        scale_raw(Price.from_str("63943.95").raw, 1)
