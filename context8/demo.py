@@ -141,7 +141,8 @@ def run_demo(duration: float | None, calc_workers: int = 2, speed: str = "1") ->
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         codes = fleet.stop()
-        bad = {name: c for name, c in codes.items() if c not in (0, None) or c is None}
+        # None means it had to be killed; anything but 0 is an unclean stop.
+        bad = {name: c for name, c in codes.items() if c != 0}
         if bad:
             console.print(f"[yellow]services that did not exit cleanly: {bad}[/yellow]")
             _print_dead(console, fleet)
