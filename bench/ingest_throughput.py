@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -107,17 +108,30 @@ def main() -> None:
         messages, levels, entries, wall, payload = stream_numbers(client)
         client.flushall()
         client.close()
-        plain = xadd_ceiling(server, 1, payload)
-        piped = xadd_ceiling(server, 500, payload)
+        # The machine is shared: the median of three runs of each ceiling.
+        plain = statistics.median(xadd_ceiling(server, 1, payload) for _ in range(3))
+        piped = statistics.median(xadd_ceiling(server, 500, payload) for _ in range(3))
     rate = entries / wall
     print(f"files: {', '.join(f.name for f in files)}")
     print(f"process wall time (incl. ~4 s start-up): {total:.1f} s; append window {wall:.2f} s")
-    print(f"venue messages (depth + snapshot + trades): {messages:,} -> {messages / wall:,.0f}/s")
+    print(
+        f"venue messages written (depth + snapshot + trades; bookTicker lines are parsed "
+        f"but not written): {messages:,} -> {messages / wall:,.0f}/s"
+    )
     print(f"level changes: {levels:,} -> {levels / wall:,.0f}/s")
     print(f"stream entries: {entries:,} -> {rate:,.0f}/s")
-    print(f"median payload {payload} B; redis-benchmark XADD of that shape (50 clients):")
+    print(
+        f"median payload {payload} B; redis-benchmark XADD of that shape "
+        "(50 clients, median of 3 runs):"
+    )
     print(f"  ceiling {plain:,.0f}/s unpipelined, {piped:,.0f}/s at -P 500")
-    print(f"ingest / ceiling: {rate / plain:.2f} (unpipelined), {rate / piped:.3f} (-P 500)")
+    # Ingest pipelines its XADDs (batches of C8_INGEST_BATCH_SIZE) but is one Python
+    # process doing all the parsing too: the unpipelined ceiling is the goal's yardstick
+    # (issue #4: >= 0.3); the pipelined one shows how far from Redis's own limit it is.
+    print(
+        f"ingest entries/s / ceiling: {rate / plain:.2f} of the UNPIPELINED ceiling "
+        f"(goal >= 0.3), {rate / piped:.3f} of the -P 500 ceiling"
+    )
 
 
 if __name__ == "__main__":

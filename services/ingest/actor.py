@@ -8,7 +8,6 @@ symbol's Redis Stream through the ``StreamWriter``.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +37,17 @@ from shared import wire
 _SIDES = {AggressorSide.BUYER: "B", AggressorSide.SELLER: "S"}
 
 
+#: Weight of the newest sample in the smoothed clock skew (~ the last 100 messages).
+SKEW_ALPHA = 0.01
+
+
+def smooth_skew(previous: float | None, sample_ns: int, alpha: float = SKEW_ALPHA) -> float:
+    """Exponentially weighted mean of receive - exchange time (the first sample starts it)."""
+    if previous is None:
+        return float(sample_ns)
+    return previous + alpha * (sample_ns - previous)
+
+
 class IngestActorConfig(ActorConfig, frozen=True):
     """``client_ids``: instrument id -> the data client to subscribe through."""
 
@@ -58,6 +68,30 @@ class FeedState:
     state: str = "waiting"
     synced_stats: SequencerStats = field(default_factory=SequencerStats)
     ended: bool = False
+    #: Smoothed receive - exchange time, ns (None until the first message).
+    skew_ns: float | None = None
+    #: Labelled metric children, looked up once (``labels()`` costs more than ``inc()``).
+    m: FeedMetrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.m = FeedMetrics(self.feed.symbol)
+
+
+class FeedMetrics:
+    """One symbol's labelled Prometheus children."""
+
+    def __init__(self, symbol: str) -> None:
+        self.snapshot = metrics.MESSAGES.labels(symbol, "snapshot")
+        self.diff = metrics.MESSAGES.labels(symbol, "diff")
+        self.trade = metrics.MESSAGES.labels(symbol, "trade")
+        self.event_time = metrics.REPLAY_EVENT_TIME.labels(symbol)
+        self.level_changes = metrics.LEVEL_CHANGES.labels(symbol)
+        self.gaps = metrics.GAPS.labels(symbol)
+        self.resyncs = metrics.RESYNCS.labels(symbol)
+        self.crossed = metrics.CROSSED.labels(symbol)
+        self.covered = metrics.COVERED.labels(symbol)
+        self.duplicates = metrics.DUPLICATES.labels(symbol)
+        self.skew = metrics.CLOCK_SKEW.labels(symbol)
 
 
 class IngestActor(Actor):
@@ -143,7 +177,7 @@ class IngestActor(Actor):
             self._book(fs, empty)
         if isinstance(msg, TradeMsg):
             # The parser's exact ns: Nautilus's millis_to_nanos goes through a double.
-            self._trade(fs, tick, msg.liq, msg.event_ns, msg.recv_ns)
+            self._trade(fs, tick, msg.liq, msg.event_ns, msg.recv_ns, msg.px, msg.sz)
         else:
             self._trade(fs, tick, False, tick.ts_event, tick.ts_init)
 
@@ -168,7 +202,7 @@ class IngestActor(Actor):
 
     def _book(self, fs: FeedState, msg: BookMsg) -> None:
         feed = fs.feed
-        metrics.MESSAGES.labels(feed.symbol, "snapshot" if msg.snapshot else "diff").inc()
+        (fs.m.snapshot if msg.snapshot else fs.m.diff).inc()
         metrics.LAG.observe((msg.recv_ns - msg.event_ns) / 1e9)
         try:
             update = book_update(msg, feed.price_precision, feed.size_precision)
@@ -189,14 +223,22 @@ class IngestActor(Actor):
         self._emit(fs, fs.sequencer.invalidate(reason, event_ns, recv_ns))
 
     def _trade(
-        self, fs: FeedState, tick: TradeTick, liq: bool, event_ns: int, recv_ns: int
+        self,
+        fs: FeedState,
+        tick: TradeTick,
+        liq: bool,
+        event_ns: int,
+        recv_ns: int,
+        px: int | None = None,
+        sz: int | None = None,
     ) -> None:
         feed = fs.feed
-        metrics.MESSAGES.labels(feed.symbol, "trade").inc()
+        fs.m.trade.inc()
         metrics.LAG.observe((recv_ns - event_ns) / 1e9)
         try:
-            px = scale_raw(tick.price.raw, feed.price_precision)
-            sz = scale_raw(tick.size.raw, feed.size_precision)
+            if px is None or sz is None:  # no parser ints beside the tick: read it
+                px = scale_raw(tick.price.raw, feed.price_precision)
+                sz = scale_raw(tick.size.raw, feed.size_precision)
         except OffGridError as exc:
             metrics.REJECTIONS.labels(feed.symbol, "off_grid").inc()
             self._slog.warning("off-grid trade dropped", symbol=feed.symbol, error=str(exc))
@@ -217,7 +259,9 @@ class IngestActor(Actor):
     def _touch(self, fs: FeedState, event_ns: int, recv_ns: int) -> None:
         fs.last_event_ns = max(fs.last_event_ns, event_ns)
         fs.last_recv_ns = max(fs.last_recv_ns, recv_ns)
-        metrics.REPLAY_EVENT_TIME.labels(fs.feed.symbol).set(fs.last_event_ns / 1e9)
+        fs.m.event_time.set(fs.last_event_ns / 1e9)
+        fs.skew_ns = smooth_skew(fs.skew_ns, recv_ns - event_ns)
+        fs.m.skew.set(fs.skew_ns / 1e9)
 
     def _maybe_checkpoint(self, fs: FeedState, event_ns: int, recv_ns: int) -> None:
         if fs.last_checkpoint_ns is None or event_ns - fs.last_checkpoint_ns < self._interval_ns:
@@ -263,17 +307,23 @@ class IngestActor(Actor):
         fs.state = state
 
     def _sync_stats(self, fs: FeedState) -> None:
-        now, then, symbol = fs.sequencer.stats, fs.synced_stats, fs.feed.symbol
+        now, then, m = fs.sequencer.stats, fs.synced_stats, fs.m
         if now.level_changes != then.level_changes:
-            metrics.LEVEL_CHANGES.labels(symbol).inc(now.level_changes - then.level_changes)
+            m.level_changes.inc(now.level_changes - then.level_changes)
+            then.level_changes = now.level_changes
+        # The rest change rarely: one comparison each, no copy.
         if now.gaps != then.gaps:
-            metrics.GAPS.labels(symbol).inc(now.gaps - then.gaps)
+            m.gaps.inc(now.gaps - then.gaps)
+            then.gaps = now.gaps
         if now.resyncs != then.resyncs:
-            metrics.RESYNCS.labels(symbol).inc(now.resyncs - then.resyncs)
+            m.resyncs.inc(now.resyncs - then.resyncs)
+            then.resyncs = now.resyncs
         if now.crossed != then.crossed:
-            metrics.CROSSED.labels(symbol).inc(now.crossed - then.crossed)
+            m.crossed.inc(now.crossed - then.crossed)
+            then.crossed = now.crossed
         if now.covered != then.covered:
-            metrics.COVERED.labels(symbol).inc(now.covered - then.covered)
+            m.covered.inc(now.covered - then.covered)
+            then.covered = now.covered
         if now.duplicates != then.duplicates:
-            metrics.DUPLICATES.labels(symbol).inc(now.duplicates - then.duplicates)
-        fs.synced_stats = dataclasses.replace(now)
+            m.duplicates.inc(now.duplicates - then.duplicates)
+            then.duplicates = now.duplicates

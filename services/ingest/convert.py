@@ -59,6 +59,13 @@ def levels_of(deltas: OrderBookDeltas | None, pp: int, sp: int) -> tuple[list[Le
 
 
 def book_update(msg: BookMsg, pp: int, sp: int) -> BookUpdate:
-    """The sequencer's input for one parsed venue book message."""
-    bids, asks = levels_of(msg.deltas, pp, sp)
+    """The sequencer's input for one parsed venue book message.
+
+    The parser's exact ints when it carried them (the normal case); otherwise (a snapshot
+    Nautilus's REST client built) they are read back from the deltas.
+    """
+    if msg.bids is not None and msg.asks is not None:
+        bids, asks = msg.bids, msg.asks
+    else:
+        bids, asks = levels_of(msg.deltas, pp, sp)
     return BookUpdate(msg.snapshot, msg.U, msg.u, msg.pu, bids, asks, msg.event_ns, msg.recv_ns)

@@ -14,13 +14,18 @@ instruments over HTTP. Here the clients are constructed directly instead:
 
 Book sync: diffs flow straight to the Actor, whose ``BookSequencer`` buffers them
 until the REST snapshot arrives (so Nautilus's own buffer is not used); when the
-sequencer finds a gap the Actor asks the client for a fresh snapshot.
+sequencer finds a gap the Actor asks the client for a fresh snapshot (Binance: REST
+depth; Bybit: unsubscribe + subscribe, which makes Bybit send a snapshot). Re-syncs,
+reconnects and venue message rates are governed by ``venue_limits.py`` (back-off with
+jitter, one re-sync in flight per instrument, paced subscribe messages and connects)
+and counted in ``context8_ingest_reconnects_total`` / ``context8_ingest_resubscribes_total``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +63,13 @@ from services.ingest.parsing import BookMsg, LineParser, ParseRejection, QuoteMs
 from services.ingest.recorded import RawLine
 from services.ingest.settings import Settings
 from services.ingest.side_channel import SideChannel
+from services.ingest.venue_limits import (
+    CONNECTION_WINDOW_S,
+    CONNECTIONS_PER_WINDOW,
+    MESSAGES_PER_SECOND,
+    ResyncBackoff,
+    SlidingWindowLimiter,
+)
 from services.ingest.writer import StreamWriter
 from shared.errors import ConfigError
 
@@ -120,6 +132,10 @@ class PublicBinanceHttpClient(BinanceHttpClient):
         self._headers.pop("X-MBX-APIKEY", None)
 
 
+#: Binance: connection attempts per IP, shared by every client of the process.
+_BINANCE_CONNECTS = SlidingWindowLimiter(CONNECTIONS_PER_WINDOW, CONNECTION_WINDOW_S)
+
+
 class _SideChannelMixin:
     """Parse WebSocket messages with the shared ``LineParser``; feed the side channel."""
 
@@ -127,10 +143,47 @@ class _SideChannelMixin:
     _log: Any
     _side: SideChannel
     _parsers: dict[str, LineParser]  # venue symbol -> parser
+    _venue_name: str = ""
 
     def _init_side(self, feeds: list[Feed], side: SideChannel) -> None:
         self._side = side
         self._parsers = {feed.raw_symbol: LineParser(feed) for feed in feeds}
+        self._symbols = {feed.instrument_id: feed.symbol for feed in feeds}
+        self._venue_name = feeds[0].venue if feeds else ""
+        self._backoffs = {feed.instrument_id: ResyncBackoff() for feed in feeds}
+        self._install_limits()
+
+    def _install_limits(self) -> None:
+        """Pace what the Nautilus WebSocket clients send (per venue)."""
+
+    def _schedule_resync(
+        self, instrument_id: InstrumentId, action: Callable[[], Awaitable[None]]
+    ) -> bool:
+        """Run one re-sync of ``instrument_id`` after its back-off; False if one is pending."""
+        iid = instrument_id.value
+        backoff = self._backoffs.get(iid)
+        if backoff is None or backoff.in_flight:
+            return False
+        backoff.in_flight = True
+        delay = backoff.next_delay()
+        symbol = self._symbols[iid]
+
+        async def run() -> None:
+            try:
+                if delay > 0:
+                    self._log.warning(f"Re-sync of {iid} in {delay:.1f} s (back-off)")
+                    await asyncio.sleep(delay)
+                metrics.RESUBSCRIBES.labels(self._venue_name, symbol).inc()
+                await action()
+            finally:
+                backoff.in_flight = False
+
+        self.create_task(run())  # type: ignore[attr-defined]
+        return True
+
+    async def _count_reconnect(self) -> None:
+        metrics.RECONNECTS.labels(self._venue_name).inc()
+        self._log.warning(f"{self._venue_name} WebSocket reconnected")
 
     def _parse_ws(self, raw: bytes, symbol_hint: str | None) -> None:
         """Parse one WebSocket message and forward what it holds; count a rejection."""
@@ -176,6 +229,32 @@ class _BinanceLive(_SideChannelMixin):
     def _handle_trade(self, raw: bytes) -> None:
         self._parse_ws(raw, None)
 
+    def _install_limits(self) -> None:
+        ws = getattr(self, "_ws_client", None)
+        if ws is None:
+            return
+        limiters: dict[int, SlidingWindowLimiter] = {}
+        send = ws._send
+        connect = ws._connect_client
+
+        async def paced_send(client_id: int, msg: dict[str, Any]) -> None:
+            limiter = limiters.setdefault(client_id, SlidingWindowLimiter(MESSAGES_PER_SECOND, 1.0))
+            await limiter.acquire()
+            await send(client_id, msg)
+
+        async def paced_connect(client_id: int, streams: list[str]) -> None:
+            await _BINANCE_CONNECTS.acquire()
+            await connect(client_id, streams)
+
+        ws._send = paced_send
+        ws._connect_client = paced_connect
+
+    async def _reconnect(self) -> None:
+        """Nautilus calls this after a WebSocket reconnect: count it, re-sync every book."""
+        await self._count_reconnect()
+        for instrument_id in list(self._book_depths):
+            self.request_snapshot(instrument_id)
+
     async def _order_book_snapshot_then_deltas(self, instrument_id: InstrumentId) -> None:
         # Diffs are not held back here: the Actor's sequencer buffers them until this
         # snapshot arrives and drops those it covers.
@@ -197,7 +276,10 @@ class _BinanceLive(_SideChannelMixin):
         self._forward(feed, [BookMsg(True, last, last, last, now, now, snapshot)])
 
     def request_snapshot(self, instrument_id: InstrumentId) -> None:
-        self.create_task(self._order_book_snapshot_then_deltas(instrument_id))  # type: ignore[attr-defined]
+        self._schedule_resync(
+            instrument_id,
+            functools.partial(self._order_book_snapshot_then_deltas, instrument_id),
+        )
 
 
 class LiveBinanceFuturesClient(_BinanceLive, BinanceFuturesDataClient):
@@ -217,20 +299,38 @@ class LiveBybitClient(_SideChannelMixin, BybitDataClient):
     def _handle_trade(self, product_type: BybitProductType, raw: bytes) -> None:
         self._parse_ws(raw, None)
 
+    def _install_limits(self) -> None:
+        for ws in getattr(self, "_ws_clients", {}).values():
+            limiter = SlidingWindowLimiter(MESSAGES_PER_SECOND, 1.0)
+            send = ws._send
+
+            async def paced_send(
+                msg: dict[str, Any],
+                send: Any = send,
+                limiter: SlidingWindowLimiter = limiter,
+            ) -> None:
+                await limiter.acquire()
+                await send(msg)
+
+            ws._send = paced_send
+            # Nautilus's Bybit client re-subscribes every topic itself after a reconnect
+            # (Bybit then sends fresh snapshots); ingest only counts it.
+            ws._handler_reconnect = self._count_reconnect
+
     def request_snapshot(self, instrument_id: InstrumentId) -> None:
         # Bybit sends a fresh ``snapshot`` when the topic is subscribed again.
         depth = self._depths.get(instrument_id)
         if depth is None:
             return
         product = BYBIT_PRODUCT["linear" if "LINEAR" in instrument_id.symbol.value else "spot"]
-        ws = self._ws_clients[product]
         raw = instrument_id.symbol.value.rsplit("-", 1)[0]
 
         async def resubscribe() -> None:
+            ws = self._ws_clients[product]
             await ws.unsubscribe_order_book(raw, depth=depth)
             await ws.subscribe_order_book(raw, depth=depth)
 
-        self.create_task(resubscribe())
+        self._schedule_resync(instrument_id, resubscribe)
 
 
 @dataclass(frozen=True)

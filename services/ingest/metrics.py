@@ -68,3 +68,24 @@ CHECKPOINTS = Counter(
     "Checkpoint snapshots re-emitted from the book.",
     ["symbol"],
 )
+CLOCK_SKEW = Gauge(
+    "context8_ingest_clock_skew_seconds",
+    "Receive time minus exchange event time, exponentially smoothed per symbol "
+    "(negative: the receiving clock is behind the venue's).",
+    ["symbol"],
+)
+STREAM_LENGTH = Gauge(
+    "context8_ingest_stream_length",
+    "Entries in the symbol's Redis Stream (XLEN, sampled every C8_INGEST_STREAM_STATS_INTERVAL_S).",
+    ["symbol"],
+)
+RECONNECTS = Counter(
+    "context8_ingest_reconnects_total",
+    "Venue WebSocket reconnects (live mode).",
+    ["venue"],
+)
+RESUBSCRIBES = Counter(
+    "context8_ingest_resubscribes_total",
+    "Book re-subscriptions / fresh snapshot requests after a gap or a reconnect (live mode).",
+    ["venue", "symbol"],
+)

@@ -1,9 +1,13 @@
 """Venue messages -> Nautilus data, using NautilusTrader's own venue schemas.
 
-The msgspec structs and ``parse_to_*`` methods of Nautilus's Binance and Bybit adapters
-turn each recorded line into ``OrderBookDeltas`` / ``TradeTick`` exactly as the live
-adapters do. What Nautilus's objects do not carry travels beside them in the message
-records below: the venue's sequence ids ``U``/``u``/``pu`` (OrderBookDeltas keep only
+Each line is decoded with the msgspec structs of Nautilus's Binance and Bybit adapters
+(the schemas its live clients use). The numbers are then converted once, exactly, to the
+wire's scaled ints, and the ``OrderBookDeltas`` / ``TradeTick`` are built from those ints
+with Nautilus's raw constructors (``fastbuild.py``; the adapters' ``parse_to_*`` methods
+go through ``Price.from_str`` per level, which dominated ingest's CPU time).
+
+What Nautilus's objects do not carry travels beside them in the message records below:
+the exact ints, the venue's sequence ids ``U``/``u``/``pu`` (OrderBookDeltas keep only
 ``sequence``), the liquidation flag of futures trades (``X``), and the receive time.
 
 ``pu`` is normalised here: Binance futures ``pu``; Binance spot ``U - 1``; Bybit
@@ -28,6 +32,13 @@ from nautilus_trader.adapters.bybit.schemas.ws import BybitWsOrderbookDepthMsg, 
 from nautilus_trader.model.data import OrderBookDeltas, TradeTick
 from nautilus_trader.model.identifiers import InstrumentId
 
+from services.ingest.fastbuild import (
+    Level,
+    LevelScaler,
+    ValueRejection,
+    scaled,
+    trade_tick,
+)
 from services.ingest.feeds import Feed
 from services.ingest.recorded import RawLine
 
@@ -74,6 +85,10 @@ class BookMsg:
     recv_ns: int
     #: None for a diff that changes no level (it still advances the sequence).
     deltas: OrderBookDeltas | None
+    #: The same levels as exact scaled ints (None: only ``deltas`` is known, e.g. a
+    #: snapshot that Nautilus's REST client built).
+    bids: list[Level] | None = None
+    asks: list[Level] | None = None
 
 
 @dataclass(slots=True)
@@ -82,6 +97,9 @@ class TradeMsg:
     liq: bool
     event_ns: int
     recv_ns: int
+    #: Price and size as exact scaled ints (None: read them from ``tick``).
+    px: int | None = None
+    sz: int | None = None
 
 
 @dataclass(slots=True)
@@ -116,6 +134,9 @@ class LineParser:
     def __init__(self, feed: Feed, instrument_id: InstrumentId | None = None) -> None:
         self.feed = feed
         self.instrument_id = instrument_id or InstrumentId.from_str(feed.instrument_id)
+        self._pp = feed.price_precision
+        self._sp = feed.size_precision
+        self._levels = LevelScaler(self._pp, self._sp)
         self._stream_prefix = feed.raw_symbol.lower() + "@"
         #: Newest exchange time seen: the event time of a message that carries none
         #: (the Binance spot REST snapshot), so it sorts where it arrived.
@@ -140,7 +161,9 @@ class LineParser:
             raise
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise ParseRejection("malformed", str(exc)) from exc
-        except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
+        except ValueRejection as exc:
+            raise ParseRejection(exc.reason, str(exc)) from exc
+        except (ValueError, TypeError, LookupError, ArithmeticError) as exc:
             # Nautilus's Price/Quantity constructors reject negative, NaN or garbled numbers.
             raise ParseRejection("bad_value", repr(exc)) from exc
         for msg in msgs:
@@ -176,18 +199,17 @@ class LineParser:
             self._check_symbol(snap.symbol)
         stamp = snap.T or snap.E  # futures only; the spot snapshot has no timestamp
         event = stamp * _MS if stamp else self.watermark_ns or recv
-        deltas = snap.parse_to_order_book_snapshot(self.instrument_id, recv)
         last = snap.lastUpdateId
-        return BookMsg(True, last, last, last, event, recv, deltas)
+        bids, asks, deltas = self._levels.book(
+            self.instrument_id, snap.bids, snap.asks, last, event, recv, True
+        )
+        return BookMsg(True, last, last, last, event, recv, deltas, bids, asks)
 
     def _binance_diff(self, raw: bytes, recv: int) -> BookMsg:
         data = _DEPTH_DIFF.decode(raw).data
         self._check_symbol(data.s)
         if data.u < data.U:
             raise ParseRejection("bad_sequence", f"U {data.U} > u {data.u}")
-        deltas = (
-            data.parse_to_order_book_deltas(self.instrument_id, recv) if data.b or data.a else None
-        )
         if self.feed.is_futures:
             if data.pu is None:
                 raise ParseRejection("bad_sequence", "futures diff without pu")
@@ -195,18 +217,37 @@ class LineParser:
         else:
             pu = data.U - 1
         event = (data.T or data.E) * _MS
-        return BookMsg(False, data.U, data.u, pu, event, recv, deltas)
+        bids, asks, deltas = self._levels.book(
+            self.instrument_id, data.b, data.a, data.u, event, recv, False, structs=True
+        )
+        return BookMsg(False, data.U, data.u, pu, event, recv, deltas, bids, asks)
 
     def _binance_trade(self, raw: bytes, recv: int) -> TradeMsg:
         if self.feed.is_futures:
             fut = _FUTURES_TRADE.decode(raw).data
             self._check_symbol(fut.s)
-            tick = fut.parse_to_trade_tick(self.instrument_id, recv)
-            return TradeMsg(tick, fut.X != "MARKET", fut.T * _MS, recv)
+            return self._trade_msg(fut.p, fut.q, not fut.m, str(fut.t), fut.T, recv, fut.X)
         spot = _SPOT_TRADE.decode(raw).data
         self._check_symbol(spot.s)
-        tick = spot.parse_to_trade_tick(self.instrument_id, recv)
-        return TradeMsg(tick, False, spot.T * _MS, recv)
+        return self._trade_msg(spot.p, spot.q, not spot.m, str(spot.t), spot.T, recv)
+
+    def _trade_msg(
+        self,
+        price: str,
+        size: str,
+        buyer_aggressor: bool,
+        trade_id: str,
+        time_ms: int,
+        recv: int,
+        execution: str = "MARKET",
+    ) -> TradeMsg:
+        """``m`` (buyer is maker) true means the taker sold; ``X != MARKET``: liquidation."""
+        px, sz = scaled(price, self._pp), scaled(size, self._sp)
+        event = time_ms * _MS
+        tick = trade_tick(
+            self.instrument_id, px, sz, self._pp, self._sp, buyer_aggressor, trade_id, event, recv
+        )
+        return TradeMsg(tick, execution != "MARKET", event, recv, px, sz)
 
     # -- Bybit --------------------------------------------------------------------------
 
@@ -223,16 +264,9 @@ class LineParser:
         out: list[TradeMsg] = []
         for trade in msg.data:
             self._check_symbol(trade.s)
-            event = trade.T * _MS
-            recv = line.recv_ns if line.recv_ns is not None else event
-            tick = trade.parse_to_trade_tick(
-                self.instrument_id,
-                price_precision=self.feed.price_precision,
-                size_precision=self.feed.size_precision,
-                ts_init=recv,
-            )
+            recv = line.recv_ns if line.recv_ns is not None else trade.T * _MS
             # Bybit's public trades carry no liquidation flag (that is another topic).
-            out.append(TradeMsg(tick, False, event, recv))
+            out.append(self._trade_msg(trade.p, trade.v, trade.S != "Sell", trade.i, trade.T, recv))
         return out
 
     def _bybit_book(self, line: RawLine) -> BookMsg:
@@ -244,18 +278,12 @@ class LineParser:
         recv = line.recv_ns if line.recv_ns is not None else event
         # Bybit: u == 1 is a fresh snapshot after a service restart, whatever ``type`` says.
         snapshot = msg.type == "snapshot" or msg.data.u == 1
-        deltas = None
-        if msg.data.b or msg.data.a or snapshot:
-            deltas = msg.data.parse_to_deltas(
-                self.instrument_id,
-                self.feed.price_precision,
-                self.feed.size_precision,
-                ts_event=event,
-                ts_init=recv,
-                snapshot=snapshot,
-            )
+        # Nautilus's Bybit adapter uses the cross sequence ``seq`` as the deltas' sequence.
+        bids, asks, deltas = self._levels.book(
+            self.instrument_id, msg.data.b, msg.data.a, msg.data.seq, event, recv, snapshot
+        )
         u = msg.data.u
-        return BookMsg(snapshot, u, u, u - 1, event, recv, deltas)
+        return BookMsg(snapshot, u, u, u - 1, event, recv, deltas, bids, asks)
 
     def _check_symbol(self, symbol: Any) -> None:
         if symbol != self.feed.raw_symbol:

@@ -59,10 +59,13 @@ class ReplayHooks:
         on_end: Callable[[str], None],
         wait_for_room: Callable[[], Any] | None = None,
         log: Any = None,
+        on_progress: Callable[[float, int, int, bool], None] | None = None,
     ) -> None:
         self.on_end = on_end
         self.wait_for_room = wait_for_room
         self.log = log
+        #: (share of bytes read, newest event time ns, messages so far, final)
+        self.on_progress = on_progress
 
 
 class ReplayDataClient(LiveMarketDataClient):
@@ -150,6 +153,7 @@ class ReplayDataClient(LiveMarketDataClient):
         """(merge key, feed index, message) of one feed, in file order."""
         parser = LineParser(feed, self._instruments[feed.instrument_id].id)
         key = 0
+        book_tickers = metrics.MESSAGES.labels(feed.symbol, "book_ticker")
         for path in feed.files:
             recorded = RecordedFile(path)
             self._files.append(recorded)
@@ -170,7 +174,7 @@ class ReplayDataClient(LiveMarketDataClient):
                     continue
                 for msg in msgs:
                     if isinstance(msg, QuoteMsg):
-                        metrics.MESSAGES.labels(feed.symbol, "book_ticker").inc()
+                        book_tickers.inc()
                         continue
                     key = max(key, msg.event_ns)
                     yield key, index, msg
@@ -183,6 +187,9 @@ class ReplayDataClient(LiveMarketDataClient):
         speed = self._speed
         total_bytes = sum(p.stat().st_size for feed in self._feeds for p in feed.files) or 1
         reason = "end of recording"
+        progress = self._hooks.on_progress
+        count = 0
+        key = 0
         try:
             for count, (key, index, msg) in enumerate(merged, start=1):
                 if speed is not None:
@@ -196,11 +203,16 @@ class ReplayDataClient(LiveMarketDataClient):
                         await asyncio.sleep(delay)
                 self._emit(self._feeds[index], msg)
                 if count % _YIELD_EVERY == 0:
-                    metrics.REPLAY_PROGRESS.set(self._bytes_read() / total_bytes)
+                    ratio = self._bytes_read() / total_bytes
+                    metrics.REPLAY_PROGRESS.set(ratio)
+                    if progress is not None:
+                        progress(ratio, key, count, False)
                     await asyncio.sleep(0)
                     if self._hooks.wait_for_room is not None:
                         await self._hooks.wait_for_room()
             metrics.REPLAY_PROGRESS.set(1.0)
+            if progress is not None:
+                progress(1.0, key, count, True)
         except OSError as exc:
             # An unreadable file ends the replay; consumers learn it from ``down``.
             reason = f"replay failed: {exc}"

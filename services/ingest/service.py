@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -51,6 +54,26 @@ async def _wait_for_redis(redis: Redis, shutdown: Shutdown, log: Any) -> bool:
             await shutdown.wait(delay)
             delay = min(delay * 2, 2.0)
     return False
+
+
+async def sample_stream_lengths(
+    redis: Redis, feeds: list[Feed], interval_s: float, stop: asyncio.Event, log: Any
+) -> None:
+    """``XLEN`` of every symbol stream every ``interval_s`` (one pipelined round trip)."""
+    from services.ingest import metrics
+
+    gauges = [(keys.stream(f.symbol), metrics.STREAM_LENGTH.labels(f.symbol)) for f in feeds]
+    while not stop.is_set():
+        try:
+            pipe = redis.pipeline(transaction=False)
+            for stream, _ in gauges:
+                pipe.xlen(stream)
+            for (_, gauge), length in zip(gauges, await pipe.execute(), strict=True):
+                gauge.set(length)
+        except (RedisError, OSError) as exc:
+            log.warning("stream length sample failed", error=repr(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
 
 
 async def register_symbols(redis: Redis, feeds: list[Feed], mode: str) -> None:
@@ -105,6 +128,13 @@ async def run_node(
         log=log,
     )
     writer_task = asyncio.create_task(writer.run(), name="ingest-writer")
+    sampler_stop = asyncio.Event()
+    sampler = asyncio.create_task(
+        sample_stream_lengths(
+            redis, feeds, settings.ingest_stream_stats_interval_s, sampler_stop, log
+        ),
+        name="ingest-xlen",
+    )
     side = SideChannel()
     ended = asyncio.Event()
     holder: dict[str, Any] = {}
@@ -117,7 +147,12 @@ async def run_node(
         ended.set()
 
     if settings.ingest_mode == "replay":
-        hooks = ReplayHooks(on_end=on_end, wait_for_room=writer.wait_for_room, log=log)
+        hooks = ReplayHooks(
+            on_end=on_end,
+            wait_for_room=writer.wait_for_room,
+            log=log,
+            on_progress=progress_display(settings.ingest_progress),
+        )
         node, actor = build_replay_node(settings, feeds, side, writer, hooks, log)
     else:
         from services.ingest.live import build_live_node
@@ -127,6 +162,12 @@ async def run_node(
     # Nautilus installs its own SIGTERM/SIGINT handlers on the loop; take them back so
     # a signal reaches the service's drain path below.
     shutdown.install()
+    # Start-up objects (Nautilus, instruments) never die: keep the collector off them, and
+    # collect the young generation less often (ingest allocates many short-lived
+    # tuples per message; reference counting frees them, cycles are rare).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
     node_task = await start_node(node)
     try:
         await _wait_until_done(settings, shutdown, ended, node_task, writer, log)
@@ -143,6 +184,18 @@ async def run_node(
         writer_task.cancel()
         with contextlib.suppress(BaseException):
             await writer_task
+        sampler_stop.set()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(sampler, 1.0)
+
+
+def progress_display(mode: str) -> Callable[[float, int, int, bool], None] | None:
+    """The replay progress line on stderr, or None when stderr is no terminal."""
+    from services.ingest.progress import ProgressLine, progress_enabled
+
+    if not progress_enabled(mode, sys.stderr):
+        return None
+    return ProgressLine(sys.stderr).update
 
 
 async def start_node(node: Any) -> asyncio.Future[Any]:

@@ -41,6 +41,11 @@ class Settings(ServiceSettings):
     ingest_symbol_map: str = ""
     #: Live mode: comma-separated ``<venue>-<market>:<RAW SYMBOL>`` (e.g. ``binance-usdm:BTCUSDT``).
     ingest_live_symbols: str = ""
+    #: How often the stream lengths (XLEN) are sampled for the metrics.
+    ingest_stream_stats_interval_s: float = Field(default=5.0, gt=0)
+    #: Replay progress line on stderr: ``auto`` (only when stderr is a terminal),
+    #: ``always`` or ``never``.
+    ingest_progress: Literal["auto", "always", "never"] = "auto"
     #: Log level of NautilusTrader's own logger (its logs go to stdout).
     ingest_nautilus_log_level: str = "WARNING"
 

@@ -83,6 +83,9 @@ def test_crossing_diff_is_counted_and_resyncs(session_results: dict[str, Session
         bid.ts_init,
     )
     tampered.deltas = OrderBookDeltas(bid.instrument_id, [*original.deltas.deltas, crossing])
+    # The exact ints the parser carries beside the deltas are what the book applies.
+    assert original.bids is not None
+    tampered.bids = [*original.bids, (9999999, original.bids[0][1] or 1)]
     messages[i] = tampered
     result = sequence_messages(clean.feed, messages)
     stats = result.sequencer.stats

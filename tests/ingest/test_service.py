@@ -76,6 +76,9 @@ def test_demo_replay_at_max_speed_writes_a_consistent_stream(
         registered = json.loads(client.hget(keys.SYMBOLS, symbol))
         assert registered["venue"] == "BINANCE" and registered["market"] == "usdm"
     client.close()
+    # stderr is no terminal here: no progress line, every log line is JSON.
+    log_lines = (tmp_path / "ingest.log").read_text().splitlines()
+    assert log_lines and all(json.loads(line)["service"] == "ingest" for line in log_lines)
 
 
 def _cut(src_path: Path, tmp_path: Path, lines: int) -> Path:
@@ -124,6 +127,8 @@ def test_malformed_lines_are_counted_and_sigterm_exits_zero(redis_url: str, tmp_
         ingest_replay_files=f"{_cut_with_garbage(tmp_path)},{_cut(ETH[0], tmp_path, 3000)}",
         ingest_speed="max",
         metrics_port=str(port),
+        ingest_progress="always",
+        ingest_stream_stats_interval_s="0.2",
     )
     client = redis.Redis.from_url(redis_url)
     try:
@@ -147,6 +152,20 @@ def test_malformed_lines_are_counted_and_sigterm_exits_zero(redis_url: str, tmp_
         assert _metric(text, "context8_ingest_stream_entries_written_total", kind="delta") > 300
         assert _metric(text, "context8_ingest_lag_seconds_count") > 1000
         assert _metric(text, "context8_ingest_replay_progress_ratio") == 1.0
+        # Kit README: the 2024-07 recorder's clock is ~1.52 s behind the exchange.
+        skew = _metric(text, "context8_ingest_clock_skew_seconds", symbol="BTCUSDT")
+        assert -1.8 < skew < -1.3, skew
+
+        def xlen_exported() -> bool:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+            exported = _metric(body.decode(), "context8_ingest_stream_length", symbol="ETHUSDT")
+            return exported == client.xlen(keys.stream("ETHUSDT")) > 0
+
+        wait_for(xlen_exported, timeout=10)
+        # Forced progress line (stderr is no terminal here), ending at 100 %.
+        log_text = (tmp_path / "ingest.log").read_bytes().decode()  # keep the \r
+        assert "\rreplay [" in log_text.replace("\x1b[K", "")
+        assert "100.0%" in log_text and "2024-07-18" in log_text
         wait_for(lambda: client.xlen(keys.stream("ETHUSDT")) > 0, timeout=10)
         for symbol in ("BTCUSDT", "ETHUSDT"):
             counts = check_stream_consistency(stream_entries(client, symbol))
