@@ -2,9 +2,11 @@
 
     uv run python bench/calc_cycles.py [--sessions usdm-btc,usdm-eth,spot-btc,coinm-btc]
 
-Replays each session through the same core the worker runs (services.calc.analytics)
-and prints, per symbol: entries, cycles, fast-cycle and slow-cycle compute time
-percentiles, whole-replay throughput and the size of the report JSON (orjson).
+Each session's files go through ingest's own code (services.ingest.offline: the same
+parsing, sequencing and wire entries as the ingest service), then through the same core
+the worker runs (services.calc.analytics); it prints, per symbol: entries, cycles,
+fast-cycle and slow-cycle compute time percentiles, whole-replay throughput and the
+size of the report JSON (orjson).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import orjson
 
 from services.calc.analytics import SymbolCore, with_writer
-from services.calc.binance_files import binance_entries
+from services.ingest.offline import offline_entries
 
 KIT = Path("/work/shared/data")
 DEMO = Path(__file__).resolve().parent.parent / "data"
@@ -55,7 +57,7 @@ SESSIONS: dict[str, tuple[str, list[Path]]] = {
 
 def bench(name: str) -> None:
     symbol, paths = SESSIONS[name]
-    entries = list(binance_entries(paths))
+    (entries,) = offline_entries(paths).values()
     core = SymbolCore(
         symbol, "BINANCE", size_unit="contracts" if name.startswith("coinm") else "base"
     )

@@ -25,7 +25,33 @@ def main(argv: list[str] | None = None) -> int:
         "--speed", default="1", help='replay speed: 1 (paced on event time), N, or "max"'
     )
 
+    report_at = sub.add_parser(
+        "report-at",
+        help="offline: each symbol's report at an exchange time, from recorded files",
+        description=(
+            "Replay recorded files through ingest's parsing and calc's analytics (no Redis,"
+            " no network) and print one JSON report per symbol: the last fast cycle at or"
+            " before --at. updatedAt is 0 (never published); writer is report-at/1."
+        ),
+    )
+    report_at.add_argument(
+        "--at",
+        required=True,
+        metavar="TIME",
+        help="exchange time, ISO-8601 UTC (e.g. 2024-07-19T00:05:00Z; no offset = UTC)",
+    )
+    report_at.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="recorded files laid out <venue>-<market>/<SYMBOL>/<file> (as for ingest)",
+    )
+
     args = parser.parse_args(argv)
+    if args.command == "report-at":
+        from context8.report_at import run
+
+        return run(args.at, args.files)
     if args.command == "demo":
         from context8.demo import run_demo
 

@@ -1,0 +1,167 @@
+"""``context8 report-at`` as a subprocess, on real recorded data.
+
+Top of book is checked against the exchange's own recorded bookTicker
+(tests/support/binance_truth.py, a plain json reading of the files) at a time where a
+bookTicker is comparable; every line must pass schema 1.1.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from context8.report_at import parse_at, run
+from shared.report import iso_utc_from_ns, schema_errors
+from tests.conftest import DEMO_DATA, KIT_DATA
+from tests.support.binance_truth import Truth, read_truth
+
+pytestmark = pytest.mark.timeout(240)
+
+REPO = Path(__file__).resolve().parents[2]
+MS = 1_000_000
+
+DEMO = {
+    "BTCUSDT": sorted((DEMO_DATA / "binance-usdm/BTCUSDT").glob("*.gz")),
+    "ETHUSDT": sorted((DEMO_DATA / "binance-usdm/ETHUSDT").glob("*.gz")),
+}
+#: Two venues' markets of the 2024-08-08/09 kit session in one invocation.
+KIT = {
+    "BTCUSDPERP": sorted((KIT_DATA / "binance-coinm/BTCUSD_PERP").glob("*.gz")),
+    "BTCUSDT": [
+        KIT_DATA / "binance-spot/BTCUSDT/btcusdt_20240808.gz",
+        KIT_DATA / "binance-spot/BTCUSDT/btcusdt_20240809.gz",
+    ],
+}
+BYBIT = KIT_DATA / "bybit-linear/XRPUSDT/2024-12-01_XRPUSDT_ob500.data.zip"
+
+
+def _start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "context8", "report-at", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=180)
+    return proc.returncode, out, err
+
+
+def _comparable_time(truths: dict[str, Truth], start_ms: int) -> int:
+    """The first 250 ms boundary at or after ``start_ms`` comparable for every symbol."""
+    t = start_ms
+    while any(truth.comparable_ticker(t) is None for truth in truths.values()):
+        t += 250
+    return t
+
+
+def _check_lines(out: str, truths: dict[str, Truth], t_ms: int, venue: str) -> None:
+    reports: list[dict[str, Any]] = [json.loads(line) for line in out.splitlines()]
+    assert [r["symbol"] for r in reports] == sorted(truths)
+    for report in reports:
+        sym = report["symbol"]
+        assert schema_errors(report) == [], (sym, schema_errors(report))
+        assert report["generated_at"] == iso_utc_from_ns(t_ms * MS)
+        assert report["venue"] == venue
+        assert report["writer"] == {"nodeId": "report-at", "writerToken": 1}
+        assert report["updatedAt"] == 0
+        assert report["ingestion"]["status"] == "ok", report["ingestion"]
+        truth = truths[sym].comparable_ticker(t_ms)
+        assert truth is not None
+        assert report["best_bid"] == {"price": truth.bid, "qty": truth.bid_qty}, sym
+        assert report["best_ask"] == {"price": truth.ask, "qty": truth.ask_qty}, sym
+
+
+def test_report_at_matches_recorded_bookticker() -> None:
+    """Bundled data (two symbols) and the kit's COIN-M + spot session, run side by side."""
+    demo_truth = {sym: read_truth(files) for sym, files in DEMO.items()}
+    kit_truth = {sym: read_truth(files) for sym, files in KIT.items()}
+    # 2024-07-19T00:03:10Z and 2024-08-09T00:02:20Z, moved to a comparable boundary.
+    demo_ms = _comparable_time(demo_truth, 1_721_347_390_000)
+    kit_ms = _comparable_time(kit_truth, 1_723_161_740_000)
+    demo = _start(
+        "--at", iso_utc_from_ns(demo_ms * MS), *(str(p) for f in DEMO.values() for p in f)
+    )
+    kit = _start("--at", iso_utc_from_ns(kit_ms * MS), *(str(p) for f in KIT.values() for p in f))
+    for proc, truths, t_ms in ((demo, demo_truth, demo_ms), (kit, kit_truth, kit_ms)):
+        code, out, err = _finish(proc)
+        assert code == 0, err
+        _check_lines(out, truths, t_ms, "BINANCE")
+
+
+def test_errors_exit_2_with_a_message(tmp_path: Path) -> None:
+    btc = str(DEMO["BTCUSDT"][0])
+    stray = tmp_path / "somewhere" / "btcusdt_20240718.gz"  # not <venue>-<market>/<SYM>/
+    stray.parent.mkdir()
+    stray.write_bytes(DEMO["BTCUSDT"][0].read_bytes())
+    cases = {
+        "unparseable --at": (("--at", "yesterday noon", btc), "not an ISO-8601 time"),
+        "missing file": (
+            ("--at", "2024-07-19T00:00:00Z", str(tmp_path / "nope.gz")),
+            "recorded file not found",
+        ),
+        "layout": (
+            ("--at", "2024-07-19T00:00:00Z", str(stray)),
+            "cannot infer venue/market/symbol",
+        ),
+        # Bybit data begins 2024-12-01: before any of it (the Binance file is fine).
+        "before any data": (
+            ("--at", "2024-07-19T00:00:00Z", btc, str(BYBIT)),
+            "before any data of: XRPUSDT",
+        ),
+    }
+    procs = {name: _start(*args) for name, (args, _) in cases.items()}
+    for name, proc in procs.items():
+        code, out, err = _finish(proc)
+        assert code == 2, (name, code, err)
+        assert out == "", name
+        assert cases[name][1] in err, (name, err)
+        assert err.startswith("context8 report-at: error:"), (name, err)
+
+
+def test_missing_at_is_a_usage_error() -> None:
+    code, _out, err = _finish(_start(str(DEMO["BTCUSDT"][0])))
+    assert code == 2 and "--at" in err
+
+
+def test_after_the_data_ends_the_report_shows_its_age() -> None:
+    """In-process (same function the command runs): Bybit, within and after its 4.8 s."""
+    out, err = io.StringIO(), io.StringIO()
+    assert run("2024-12-01T00:00:04Z", [str(BYBIT)], out, err) == 0, err.getvalue()
+    during = json.loads(out.getvalue())
+    assert schema_errors(during) == []
+    assert during["symbol"] == "XRPUSDT" and during["venue"] == "BYBIT"
+    assert during["ingestion"]["status"] == "ok" and during["data_age_ms"] < 1000
+    bid, ask = during["best_bid"]["price"], during["best_ask"]["price"]
+    assert 0 < bid < ask
+
+    out = io.StringIO()
+    assert run("2024-12-01T00:01:00Z", [str(BYBIT)], out, err) == 0, err.getvalue()
+    after = json.loads(out.getvalue())
+    assert schema_errors(after) == []
+    assert after["generated_at"] == "2024-12-01T00:01:00.000Z"
+    # The last data is at 00:00:05.490: 54.5 s old, the feed ended.
+    assert after["data_age_ms"] == 60_000 - 5_490
+    assert after["ingestion"]["status"] == "down" and after["ingestion"]["feed"] == "down"
+
+
+@pytest.mark.parametrize(
+    ("text", "iso"),
+    [
+        ("2024-07-19T00:05:00Z", "2024-07-19T00:05:00.000Z"),
+        ("2024-07-19T00:05:00.250+00:00", "2024-07-19T00:05:00.250Z"),
+        ("2024-07-19T02:05:00+02:00", "2024-07-19T00:05:00.000Z"),
+        ("2024-07-19T00:05:00", "2024-07-19T00:05:00.000Z"),  # no offset: UTC
+    ],
+)
+def test_parse_at(text: str, iso: str) -> None:
+    assert iso_utc_from_ns(parse_at(text)) == iso
