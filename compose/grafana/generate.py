@@ -90,6 +90,16 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
              [(rate("context8_ingest_stream_entries_written_total", "symbol"), "{{symbol}}")]),
             ("Replay progress", "percentunit",
              [(q("max(context8_ingest_replay_progress_ratio)"), "progress")]),
+            ("Clock skew (receive - exchange time, smoothed)", "s",
+             [(q("max by (symbol) (context8_ingest_clock_skew_seconds)"), "{{symbol}}")]),
+            ("Stream length (entries)", "short",
+             [(q("max by (symbol) (context8_ingest_stream_length)"), "{{symbol}}")]),
+            ("Venue reconnects and book resubscribes per minute", "short", [
+                (rate("context8_ingest_reconnects_total", "venue") + " * 60",
+                 "reconnects {{venue}}"),
+                (rate("context8_ingest_resubscribes_total", "symbol") + " * 60",
+                 "resubscribes {{symbol}}"),
+            ]),
         ],
     ),
     "calc": (
