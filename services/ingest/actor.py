@@ -4,12 +4,27 @@ Identical in replay and live mode: it subscribes to order book deltas and trade 
 of every feed, runs each book through the ``BookSequencer`` (the validated book it also
 re-emits as checkpoint snapshots) and appends wire entries (shared/wire.py) to the
 symbol's Redis Stream through the ``StreamWriter``.
+
+Stalls (a book feed silent for longer than its limit, ``stall.py``) are decided on the
+clock of the mode:
+
+* ``stall_clock="wall"`` (live): a watchdog task started in ``on_start`` checks the
+  monotonic clock; a stall writes ``status: degraded``, drops the sequencer's book and
+  asks the data client for a fresh snapshot (the gap path, with its back-off), again
+  every limit while the feed stays silent. The snapshot brings ``snap`` + ``ok``.
+* ``stall_clock="event"`` (replay, offline): each message of the symbol advances its
+  exchange clock; a silence over the limit writes ``status: degraded`` stamped at the
+  stall's onset + limit. The book is kept: the recorded sequence chain is authoritative,
+  so when book messages resume with the chain intact ``status: ok`` follows; a broken
+  chain is a gap (``resync``) as always.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from nautilus_trader.common.actor import Actor
 from nautilus_trader.config import ActorConfig
@@ -31,6 +46,7 @@ from services.ingest.sequencer import (
     StatusOut,
 )
 from services.ingest.side_channel import SideChannel
+from services.ingest.stall import StallWatch, stall_limit_ns
 from services.ingest.writer import StreamWriter
 from shared import wire
 
@@ -54,6 +70,11 @@ class IngestActorConfig(ActorConfig, frozen=True):
     client_ids: dict[str, str] = {}
     checkpoint_interval_s: float = 30.0
     snapshot_wait_s: float = 10.0
+    #: Expected maximum book silence per symbol (0 = off) and per-symbol overrides.
+    stall_after_s: float = 10.0
+    stall_after: dict[str, float] = {}
+    #: ``event``: stalls on exchange time (replay); ``wall``: watchdog on the wall clock (live).
+    stall_clock: Literal["event", "wall"] = "event"
 
 
 @dataclass
@@ -62,6 +83,7 @@ class FeedState:
 
     feed: Feed
     sequencer: BookSequencer
+    stall: StallWatch
     last_checkpoint_ns: int | None = None
     last_event_ns: int = 0
     last_recv_ns: int = 0
@@ -92,6 +114,8 @@ class FeedMetrics:
         self.covered = metrics.COVERED.labels(symbol)
         self.duplicates = metrics.DUPLICATES.labels(symbol)
         self.skew = metrics.CLOCK_SKEW.labels(symbol)
+        self.stalls = metrics.STALLS.labels(symbol)
+        self.silence = metrics.BOOK_SILENCE.labels(symbol)
 
 
 class IngestActor(Actor):
@@ -111,13 +135,16 @@ class IngestActor(Actor):
         self._side = side
         self._writer = writer
         self._slog = log
+        self._wall = config.stall_clock == "wall"
+        self._watchdog: asyncio.Task[None] | None = None
         self._feeds: dict[str, FeedState] = {}
         for feed in feeds:
             seq = BookSequencer(
                 Rule.FUTURES if feed.is_futures else Rule.NEXT_ID,
                 snapshot_wait_ns=int(config.snapshot_wait_s * 1e9),
             )
-            self._feeds[feed.instrument_id] = FeedState(feed, seq)
+            limit = stall_limit_ns(feed.symbol, config.stall_after_s, config.stall_after)
+            self._feeds[feed.instrument_id] = FeedState(feed, seq, StallWatch(limit))
             metrics.FEED_STATE.labels(feed.symbol, "waiting").set(1)
 
     # -- Nautilus handlers ---------------------------------------------------------------
@@ -130,9 +157,14 @@ class IngestActor(Actor):
                 instrument_id, BookType.L2_MBP, client_id=client_id, managed=False
             )
             self.subscribe_trade_ticks(instrument_id, client_id=client_id)
+        if self._wall:
+            self._start_watchdog()
 
     def on_stop(self) -> None:
         """Nothing to unsubscribe from explicitly: the node is stopping with us."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     def on_order_book_deltas(self, deltas: OrderBookDeltas) -> None:
         try:
@@ -213,7 +245,16 @@ class IngestActor(Actor):
             self._slog.warning("off-grid book message dropped", symbol=feed.symbol, error=str(exc))
             return
         self._touch(fs, msg.event_ns, msg.recv_ns)
-        self._emit(fs, fs.sequencer.on_update(update))
+        if self._wall:
+            now = time.monotonic_ns()
+        else:
+            now = msg.event_ns
+            self._stall_on_event_time(fs, msg.event_ns, msg.recv_ns)
+        outs = fs.sequencer.on_update(update)
+        self._emit(fs, outs)
+        silence = fs.stall.book(now)
+        if silence is not None:
+            self._stall_over(fs, outs, silence, msg.event_ns, msg.recv_ns)
         self._maybe_checkpoint(fs, msg.event_ns, msg.recv_ns)
 
     def _lost(self, fs: FeedState, event_ns: int, recv_ns: int) -> None:
@@ -235,6 +276,8 @@ class IngestActor(Actor):
         feed = fs.feed
         fs.m.trade.inc()
         metrics.LAG.observe((recv_ns - event_ns) / 1e9)
+        if not self._wall:
+            self._stall_on_event_time(fs, event_ns, recv_ns)
         try:
             if px is None or sz is None:  # no parser ints beside the tick: read it
                 px = scale_raw(tick.price.raw, feed.price_precision)
@@ -255,6 +298,100 @@ class IngestActor(Actor):
         self._writer.append(feed.symbol, "trade", wire.encode(payload, event_ns, recv_ns))
         self._touch(fs, event_ns, recv_ns)
         self._maybe_checkpoint(fs, event_ns, recv_ns)
+
+    # -- stalls ------------------------------------------------------------------------
+
+    def _stall_on_event_time(self, fs: FeedState, event_ns: int, recv_ns: int) -> None:
+        """Replay: has this symbol's book been silent too long at ``event_ns``?
+
+        Only a validated book can go stale; without one the symbol is already not ``ok``.
+        """
+        if fs.sequencer.phase != "ok":
+            return
+        last = fs.stall.last_book_ns
+        at = fs.stall.open_if_due(event_ns)
+        if at is None or last is None:
+            return
+        limit_s = (at - last) / 1e9
+        reason = f"stall: no book update for {limit_s:g} s (expected at most {limit_s:g} s)"
+        # Stamped when the silence crossed the limit; received with the message that showed it.
+        status = StatusOut("degraded", reason, at, recv_ns)
+        fs.m.stalls.inc()
+        self._emit(fs, [status])
+
+    def _stall_over(
+        self, fs: FeedState, outs: list[Output], silence_ns: int, event_ns: int, recv_ns: int
+    ) -> None:
+        """Book messages are back after a stall: ``ok`` if the book is intact.
+
+        Replay keeps its book through a stall, so a message that continues the chain
+        proves nothing was lost. In live mode the stall dropped the book: the ``ok``
+        comes with the fresh snapshot (from the sequencer), not from here.
+        """
+        rebuilt = any(isinstance(o, StatusOut) and o.state == "ok" for o in outs)
+        self._slog.info(
+            "book updates resumed", symbol=fs.feed.symbol, silence_s=round(silence_ns / 1e9, 3)
+        )
+        if fs.sequencer.phase != "ok" or rebuilt:
+            return
+        reason = f"book updates resumed after {silence_ns / 1e9:.3f} s; sequence chain intact"
+        self._emit(fs, [StatusOut("ok", reason, event_ns, recv_ns)])
+
+    def _start_watchdog(self) -> None:
+        limits = [fs.stall.limit_ns for fs in self._feeds.values() if fs.stall.limit_ns]
+        if not limits:
+            return
+        now = time.monotonic_ns()
+        for fs in self._feeds.values():
+            fs.stall.start(now)  # a feed that never speaks stalls too
+        # Check a few times per shortest limit (a stall is seen at most ~25% late).
+        tick_s = min(1.0, max(0.02, min(limits) / 4e9))
+        self._watchdog = asyncio.get_running_loop().create_task(
+            self._watch_stalls(tick_s), name="ingest-stall-watchdog"
+        )
+
+    async def _watch_stalls(self, tick_s: float) -> None:
+        while True:
+            await asyncio.sleep(tick_s)
+            try:
+                self.check_stalls(time.monotonic_ns(), time.time_ns())
+            except Exception as exc:  # the watchdog must outlive one bad check
+                self._slog.error("stall check failed", error=repr(exc))
+
+    def check_stalls(self, now_ns: int, wall_ns: int) -> None:
+        """Live: open a stall on every feed silent beyond its limit; re-sync it.
+
+        ``now_ns``: monotonic clock (the one ``_book`` records); ``wall_ns``: Unix time
+        for the status entry's receive time. A feed that stays silent gets a new re-sync
+        request every limit (the data client's back-off spaces them further).
+        """
+        for fs in self._feeds.values():
+            watch = fs.stall
+            if fs.ended or watch.limit_ns is None:
+                continue
+            silence = watch.silence_ns(now_ns)
+            fs.m.silence.set(silence / 1e9)
+            if watch.open_if_due(now_ns) is not None:
+                limit_s = watch.limit_ns / 1e9
+                reason = (
+                    f"stall: no book update for {silence / 1e9:.1f} s "
+                    f"(expected at most {limit_s:g} s)"
+                )
+                fs.m.stalls.inc()
+                self._slog.warning(
+                    "book feed stalled",
+                    symbol=fs.feed.symbol,
+                    silence_s=round(silence / 1e9, 3),
+                    limit_s=limit_s,
+                )
+                # Exchange time now, estimated from the receive clock and the skew.
+                event_ns = wall_ns - int(fs.skew_ns or 0)
+                self._emit(fs, fs.sequencer.stall(reason, event_ns, wall_ns))
+            elif not watch.stalled or now_ns < watch.retry_at_ns:
+                continue
+            watch.retry_at_ns = now_ns + watch.limit_ns
+            if self._side.request_resync(fs.feed.instrument_id):
+                self._slog.info("venue snapshot requested after stall", symbol=fs.feed.symbol)
 
     def _touch(self, fs: FeedState, event_ns: int, recv_ns: int) -> None:
         fs.last_event_ns = max(fs.last_event_ns, event_ns)

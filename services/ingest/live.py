@@ -100,8 +100,11 @@ def live_feeds(
         raw = raw.upper()
         pp_sp = precisions.get(raw) or KNOWN_PRECISIONS.get((venue, market, raw))
         if pp_sp is None:
+            known = sorted(r for v, m, r in KNOWN_PRECISIONS if (v, m) == (venue, market))
             raise ConfigError(
-                f"no known precision for {item}: set C8_INGEST_PRECISIONS={raw}=PP:SP"
+                f"unknown live symbol {raw} on {feed_dir}: ingest knows "
+                f"{', '.join(known) or 'no symbols'} there; if the venue lists {raw}, "
+                f"give its precisions with C8_INGEST_PRECISIONS={raw}=PP:SP"
             )
         symbol = symbol_map.get((feed_dir, raw)) or report_symbol(raw)
         if symbol in seen:
@@ -461,6 +464,9 @@ def build_live_node(
             client_ids={f.instrument_id: names[k] for k, group in groups.items() for f in group},
             checkpoint_interval_s=settings.ingest_checkpoint_interval_s,
             snapshot_wait_s=settings.ingest_snapshot_wait_s,
+            stall_after_s=settings.ingest_stall_after_s,
+            stall_after=settings.stall_overrides(),
+            stall_clock="wall",
         ),
         feeds,
         side,

@@ -89,3 +89,13 @@ RESUBSCRIBES = Counter(
     "Book re-subscriptions / fresh snapshot requests after a gap or a reconnect (live mode).",
     ["venue", "symbol"],
 )
+STALLS = Counter(
+    "context8_ingest_stalls_total",
+    "Book feeds silent for longer than their expected maximum (C8_INGEST_STALL_AFTER_S).",
+    ["symbol"],
+)
+BOOK_SILENCE = Gauge(
+    "context8_ingest_book_silence_seconds",
+    "Seconds since the symbol's last book message (live mode, sampled by the stall watchdog).",
+    ["symbol"],
+)

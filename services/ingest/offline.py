@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from services.ingest.feeds import Feed, parse_precisions, parse_symbol_map, replay_feeds
+from services.ingest.stall import parse_stall_overrides
 from shared import wire
 
 #: The ``down`` reason ingest's replay publishes when a recording ends.
@@ -78,6 +79,9 @@ class IngestOptions:
     #: ``C8_INGEST_PRECISIONS`` / ``C8_INGEST_SYMBOL_MAP`` syntax.
     precisions: str = ""
     symbol_map: str = ""
+    #: ``C8_INGEST_STALL_AFTER_S`` / ``C8_INGEST_STALL_AFTER`` (stalls on exchange time).
+    stall_after_s: float = 10.0
+    stall_after: str = ""
 
     @classmethod
     def from_settings(cls, settings: Any) -> IngestOptions:
@@ -87,6 +91,8 @@ class IngestOptions:
             snapshot_wait_s=settings.ingest_snapshot_wait_s,
             precisions=settings.ingest_precisions,
             symbol_map=settings.ingest_symbol_map,
+            stall_after_s=settings.ingest_stall_after_s,
+            stall_after=settings.ingest_stall_after,
         )
 
 
@@ -119,6 +125,8 @@ class FeedReplay:
             IngestActorConfig(
                 checkpoint_interval_s=self.options.checkpoint_interval_s,
                 snapshot_wait_s=self.options.snapshot_wait_s,
+                stall_after_s=self.options.stall_after_s,
+                stall_after=parse_stall_overrides(self.options.stall_after),
             ),
             [feed],
             side,
@@ -157,6 +165,7 @@ def offline_feeds(paths: list[Path], options: IngestOptions | None = None) -> li
     file, a path whose venue/market/symbol cannot be inferred, colliding symbols).
     """
     options = options or IngestOptions()
+    parse_stall_overrides(options.stall_after)  # a bad spec fails here, not mid-replay
     feeds = replay_feeds(
         paths, parse_precisions(options.precisions), parse_symbol_map(options.symbol_map)
     )

@@ -12,6 +12,9 @@ Follows the venues' documented way of keeping a local book:
 4. A break (gap) or a crossed book (best bid >= best ask) invalidates the book: the
    sequencer drops it, emits ``status: resync`` and waits for the next snapshot. Levels
    from before the resync never reach the new book (it is replaced, not merged).
+5. A live stall (``stall``) also drops the book and waits for a fresh snapshot, but
+   emits ``status: degraded``: the book is not known to be wrong, only possibly stale.
+   Diffs already buffered are kept (they still chain onto the coming snapshot).
 
 Inputs and outputs are plain ints (prices/sizes already scaled), so this module is
 tested directly against the recorded bookTicker stream.
@@ -165,6 +168,19 @@ class BookSequencer:
         marker = BookUpdate(False, 0, 0, 0, [], [], event_ns, recv_ns)
         self._resync(reason, marker, out, keep=False)
         return out
+
+    def stall(self, reason: str, event_ns: int, recv_ns: int) -> list[Output]:
+        """The book feed went silent (live): wait for a fresh snapshot, buffering diffs.
+
+        The book is dropped so that diffs arriving while the snapshot is fetched are
+        buffered (and those it covers dropped) instead of applied to a stale book.
+        """
+        if self.phase == "ok":
+            self.bids, self.asks = {}, {}
+            self.best_bid = self.best_ask = None
+            self.last_u = None
+        self.phase = "degraded"
+        return [StatusOut("degraded", reason, event_ns, recv_ns)]
 
     def top(self) -> tuple[int, int, int, int] | None:
         """(best bid px, size, best ask px, size) of the validated book, or None."""

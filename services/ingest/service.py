@@ -20,6 +20,7 @@ from services.ingest.feeds import (
     replay_feeds,
 )
 from services.ingest.settings import Settings
+from services.ingest.stall import check_stall_symbols
 from services.ingest.writer import StreamWriter
 from shared import keys
 from shared.errors import ConfigError
@@ -35,11 +36,15 @@ def resolve_feeds(settings: Settings) -> list[Feed]:
     """The feeds to run, or ``ConfigError`` with a message saying what to fix."""
     precisions = parse_precisions(settings.ingest_precisions)
     symbol_map = parse_symbol_map(settings.ingest_symbol_map)
+    stall_overrides = settings.stall_overrides()
     if settings.ingest_mode == "replay":
-        return replay_feeds(settings.replay_paths(), precisions, symbol_map)
-    from services.ingest.live import live_feeds
+        feeds = replay_feeds(settings.replay_paths(), precisions, symbol_map)
+    else:
+        from services.ingest.live import live_feeds
 
-    return live_feeds(settings.ingest_live_symbols, precisions, symbol_map)
+        feeds = live_feeds(settings.ingest_live_symbols, precisions, symbol_map)
+    check_stall_symbols(stall_overrides, [f.symbol for f in feeds])
+    return feeds
 
 
 async def _wait_for_redis(redis: Redis, shutdown: Shutdown, log: Any) -> bool:

@@ -46,6 +46,10 @@ class Settings(ServiceSettings):
     #: Replay progress line on stderr: ``auto`` (only when stderr is a terminal),
     #: ``always`` or ``never``.
     ingest_progress: Literal["auto", "always", "never"] = "auto"
+    #: Expected maximum silence of a symbol's book feed (s); longer is a stall (0 = off).
+    ingest_stall_after_s: float = Field(default=10.0, ge=0)
+    #: Per-symbol overrides of the stall limit: ``BTCUSDT=5,XRPUSDT=30,SOLUSDT=off``.
+    ingest_stall_after: str = ""
     #: Log level of NautilusTrader's own logger (its logs go to stdout).
     ingest_nautilus_log_level: str = "WARNING"
 
@@ -69,6 +73,12 @@ class Settings(ServiceSettings):
     def speed(self) -> float | None:
         """Replay speed factor; None = as fast as possible."""
         return None if self.ingest_speed == "max" else float(self.ingest_speed)
+
+    def stall_overrides(self) -> dict[str, float]:
+        """``C8_INGEST_STALL_AFTER`` parsed: {symbol: seconds} (0 = off); ``ConfigError``."""
+        from services.ingest.stall import parse_stall_overrides
+
+        return parse_stall_overrides(self.ingest_stall_after)
 
     def replay_paths(self) -> list[Path]:
         paths = [Path(p.strip()) for p in self.ingest_replay_files.split(",") if p.strip()]

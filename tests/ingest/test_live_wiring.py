@@ -200,7 +200,7 @@ def test_live_symbols_spec_errors_are_config_errors() -> None:
     none: dict[str, tuple[int, int]] = {}
     with pytest.raises(ConfigError, match="want <venue>-<market>:<SYMBOL>"):
         live_feeds("BTCUSDT", none, {})
-    with pytest.raises(ConfigError, match="no known precision"):
+    with pytest.raises(ConfigError, match="unknown live symbol DOGEUSDT on binance-usdm"):
         live_feeds("binance-usdm:DOGEUSDT", none, {})
     with pytest.raises(ConfigError, match="two feeds publish"):
         live_feeds("binance-usdm:BTCUSDT,binance-spot:BTCUSDT", none, {})

@@ -208,3 +208,25 @@ def test_unusable_file_path_is_a_clear_startup_error(redis_url: str, tmp_path: P
     assert proc.wait(timeout=30) == 2
     assert "recorded file not found" in (tmp_path / "ingest.log").read_text()
     assert isinstance(proc, subprocess.Popen)
+
+
+def test_unknown_live_symbol_is_a_clear_startup_error(redis_url: str, tmp_path: Path) -> None:
+    """Live mode: a symbol ingest cannot map to the venue stops start-up (exit 2), naming
+    it and the symbols ingest knows on that venue market; nothing is connected."""
+    log = tmp_path / "ingest.log"
+    proc = start_ingest(
+        redis_url,
+        log,
+        ingest_mode="live",
+        ingest_live_symbols="binance-usdm:BTCUSDT,binance-usdm:DOGEUSDT",
+    )
+    assert proc.wait(timeout=30) == 2
+    (line,) = [json.loads(x) for x in log.read_text().splitlines() if "configuration" in x]
+    assert line["level"] == "error"
+    error = line["error"]
+    assert "unknown live symbol DOGEUSDT on binance-usdm" in error
+    assert "BTCUSDT, ETHUSDT, SOLUSDT, XRPUSDT" in error  # what is known there
+    assert "C8_INGEST_PRECISIONS=DOGEUSDT=PP:SP" in error
+    client = redis.Redis.from_url(redis_url)
+    assert client.exists(keys.SYMBOLS) == 0  # failed before touching anything
+    client.close()
