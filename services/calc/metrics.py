@@ -38,6 +38,11 @@ CYCLE_SECONDS = Histogram(
 SYMBOLS_ASSIGNED = Gauge("context8_calc_symbols_assigned", "Symbols assigned to this node.")
 SYMBOLS_OWNED = Gauge("context8_calc_symbols_owned", "Symbols whose writer lease this node holds.")
 LEASE_ACQUISITIONS = Counter("context8_calc_lease_acquisitions_total", "Writer leases acquired.")
+LEASE_CONFLICTS = Counter(
+    "context8_calc_lease_conflicts_total",
+    "Lease acquisitions refused because another node still held the lease.",
+)
+HEARTBEATS = Counter("context8_calc_heartbeats_total", "Membership heartbeats written.")
 LEASE_RENEWALS = Counter(
     "context8_calc_lease_renewals_total", "Writer lease renewals that succeeded."
 )

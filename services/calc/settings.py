@@ -15,14 +15,14 @@ class Settings(ServiceSettings):
     #: Slow cycle (liquidity, volume profile, OFI, slippage); a multiple of the fast cycle.
     calc_slow_cycle_ms: int = Field(default=2000, gt=0)
     #: Writer lease TTL; renewed every TTL/3.
-    calc_lease_ttl_ms: int = Field(default=3000, ge=300)
+    calc_lease_ttl_ms: int = Field(default=1000, ge=300)
     #: The holder stops emitting this long before the lease could expire on the server.
-    calc_lease_margin_ms: int = Field(default=500, ge=0)
+    calc_lease_margin_ms: int = Field(default=250, ge=0)
     #: Pause between attempts to acquire a lease another node still holds.
-    calc_lease_retry_ms: int = Field(default=200, gt=0)
-    calc_heartbeat_ms: int = Field(default=500, gt=0)
+    calc_lease_retry_ms: int = Field(default=50, gt=0)
+    calc_heartbeat_ms: int = Field(default=150, gt=0)
     #: Heartbeat interval is heartbeat_ms +- a uniform jitter of this many ms.
-    calc_heartbeat_jitter_ms: int = Field(default=100, ge=0)
+    calc_heartbeat_jitter_ms: int = Field(default=30, ge=0)
     #: Periodic re-read of the assignment hash (backup to the pub/sub push).
     calc_assignment_poll_ms: int = Field(default=2000, gt=0)
     #: Wall time without any entry after which the stall watchdog advances the clock.

@@ -92,6 +92,8 @@ class SymbolRunner:
         self.candidates_emitted = 0
         self.cycles_suppressed = 0
         self.decode_errors = 0
+        #: Event time (ms) of the stored report when the lease was acquired.
+        self.published_floor_ms = -1
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -106,15 +108,17 @@ class SymbolRunner:
         self._stopped.set()
         lease, self.lease = self.lease, None
         if lease is not None:
-            lease.valid_until = 0.0
+            # Release at once, before waiting for the read loop (it may sit in XREAD
+            # BLOCK): the successor need not wait, and anything still in flight with
+            # this token is refused as stale by the publisher.
+            await self._release(lease)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 2.0)
         for task in self._tasks:
             task.cancel()
-        # The lease loop has ended: whatever it held is in ``lease`` or ``self.lease``.
-        for held in (lease, self.lease):
-            if held is not None:
-                await self._release(held)
+        # A lease the loop stored meanwhile (an acquire that was in flight).
+        if self.lease is not None:
+            await self._release(self.lease)
         self.lease = None
         for gauge in (m.STREAM_LAG, m.DATA_AGE):
             with contextlib.suppress(KeyError):
@@ -144,8 +148,16 @@ class SymbolRunner:
                 if self.lease is None:
                     lease = await leases.acquire(self.symbol)
                     if lease is None:
+                        m.LEASE_CONFLICTS.inc()
                         await self._sleep(s.calc_lease_retry_ms / 1000)
                         continue
+                    # Cycles at or before the stored report's event time can never be
+                    # accepted (the publisher only takes newer reports): skip them
+                    # instead of sending a takeover's whole catch-up.
+                    stored: Any = await self.worker.client.hget(
+                        keys.report(self.symbol), "event_ms"
+                    )
+                    self.published_floor_ms = int(stored) if stored else -1
                     if not self.active:
                         await self._release(lease)
                         return
@@ -271,6 +283,14 @@ class SymbolRunner:
             self.cycles_suppressed += len(cycles)
             m.CYCLES_SUPPRESSED.inc(len(cycles))
             return
+        floor = self.published_floor_ms
+        superseded = sum(1 for c in cycles if c.t_ns // MS <= floor)
+        if superseded:
+            self.cycles_suppressed += superseded
+            m.CYCLES_SUPPRESSED.inc(superseded)
+            cycles = [c for c in cycles if c.t_ns // MS > floor]
+            if not cycles:
+                return
         w = self.worker
         node = w.settings.node_id
         pipe = w.client.pipeline(transaction=False)
@@ -361,13 +381,14 @@ class CalcWorker:
         while not stop.is_set():
             try:
                 await self.membership.heartbeat()
+                m.HEARTBEATS.inc()
             except RedisError as exc:
                 m.REDIS_ERRORS.labels(op="heartbeat").inc()
                 self.log.warning("heartbeat_failed", error=repr(exc))
             jitter = random.uniform(-s.calc_heartbeat_jitter_ms, s.calc_heartbeat_jitter_ms)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    stop.wait(), max(0.05, (s.calc_heartbeat_ms + jitter) / 1000)
+                    stop.wait(), max(0.02, (s.calc_heartbeat_ms + jitter) / 1000)
                 )
 
     async def _assignment_loop(self, stop: asyncio.Event) -> None:

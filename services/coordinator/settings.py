@@ -11,13 +11,13 @@ from shared.settings import ServiceSettings
 
 class Settings(ServiceSettings):
     #: A calc node whose last heartbeat is older than this is dropped (Redis server time).
-    coordinator_node_ttl_ms: int = Field(default=1500, gt=0)
+    coordinator_node_ttl_ms: int = Field(default=600, gt=0)
     #: Period of the reconcile loop; membership pub/sub messages wake it earlier.
-    coordinator_tick_ms: int = Field(default=250, gt=0)
+    coordinator_tick_ms: int = Field(default=100, gt=0)
     #: TTL of the leader lease; a crashed leader is replaced within about this long.
-    coordinator_leader_ttl_ms: int = Field(default=2000, gt=0)
+    coordinator_leader_ttl_ms: int = Field(default=1000, gt=0)
     #: A leader stops acting this long before its lease could expire on the server.
-    coordinator_leader_margin_ms: int = Field(default=250, ge=0)
+    coordinator_leader_margin_ms: int = Field(default=200, ge=0)
     #: HRW hysteresis: the current owner's weight is multiplied by (1 + bonus).
     coordinator_sticky_bonus: float = Field(default=DEFAULT_STICKY_BONUS, ge=0, le=1)
     #: HRW hysteresis: a symbol stays on a live owner at least this long.
