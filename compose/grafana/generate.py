@@ -72,11 +72,14 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
              [(rate("context8_ingest_messages_total", "symbol, kind"), "{{symbol}} {{kind}}")]),
             ("Level changes per second", "ops",
              [(rate("context8_ingest_level_changes_total", "symbol"), "{{symbol}}")]),
-            ("Gaps, resyncs, crossed books (per minute)", "short", [
+            ("Gaps, resyncs, crossed books, stalls (per minute)", "short", [
                 (rate("context8_ingest_gaps_total", "symbol") + " * 60", "gaps {{symbol}}"),
                 (rate("context8_ingest_resyncs_total", "symbol") + " * 60", "resyncs {{symbol}}"),
                 (rate("context8_ingest_crossed_total", "symbol") + " * 60", "crossed {{symbol}}"),
+                (rate("context8_ingest_stalls_total", "symbol") + " * 60", "stalls {{symbol}}"),
             ]),
+            ("Book feed silence (live)", "s",
+             [(q("max by (symbol) (context8_ingest_book_silence_seconds)"), "{{symbol}}")]),
             ("Parse rejections per second", "ops",
              [(rate("context8_ingest_parse_rejections_total", "reason"), "{{reason}}")]),
             ("Ingest lag p50 / p99 (receive - exchange time)", "s", [
@@ -117,11 +120,14 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
              [(q("max by (symbol) (context8_calc_data_age_seconds)"), "{{symbol}}")]),
             ("Stream lag", "s",
              [(q("max by (symbol) (context8_calc_stream_lag_seconds)"), "{{symbol}}")]),
-            ("Lease acquisitions / renewals / losses per second", "ops", [
+            ("Lease acquisitions / renewals / losses / conflicts per second", "ops", [
                 (rate("context8_calc_lease_acquisitions_total"), "acquired"),
                 (rate("context8_calc_lease_renewals_total"), "renewed"),
                 (rate("context8_calc_lease_losses_total"), "lost"),
+                (rate("context8_calc_lease_conflicts_total"), "conflicts"),
             ]),
+            ("Heartbeats per second, by worker", "ops",
+             [(rate("context8_calc_heartbeats_total", "instance"), "{{instance}}")]),
             ("Decode errors and sequence gaps per second", "ops", [
                 (rate("context8_calc_decode_errors_total"), "decode errors"),
                 (rate("context8_calc_sequence_gaps_total"), "sequence gaps"),
