@@ -12,7 +12,8 @@ and the trade rate is the session's own. Status entries (``down`` at the end of 
 copy) are left out. Default session: USD-M BTCUSDT 2024-08-08, the busiest BTCUSDT
 recording (~62 trades/s, ~19 diffs/s).
 
-Two passes over the same splice:
+Two passes over the same splice (pass 3 below; ``--minutes 1445`` runs passes 1-2 over a
+real 24 h splice instead: timing ~6 min, the traced pass over 30 min):
 1. timing (no tracemalloc): fast/slow cycle compute time, measured only on the cycles
    in the full-window state (boundaries >= first event + 30 min);
 2. memory (tracemalloc on): every entry is re-encoded and decoded through shared.wire

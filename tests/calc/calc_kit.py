@@ -47,6 +47,17 @@ def raw_lines(paths: list[Path]) -> Iterator[dict[str, Any]]:
                 yield json.loads(line.split(" ", 1)[1])
 
 
+def event_ms(msg: dict[str, Any], watermark_ms: int) -> int | None:
+    """Exchange time of a line as the stream contract defines it (docs/stream-contract.md):
+    depth diffs and futures snapshots carry the transaction time ``T`` (else ``E``),
+    trades ``T``; the spot REST snapshot has none and takes the newest time seen before
+    it. None for lines that carry no time (spot bookTicker)."""
+    if "lastUpdateId" in msg:
+        return msg.get("T") or msg.get("E") or watermark_ms
+    data = msg.get("data", {})
+    return data.get("T") or data.get("E")
+
+
 @dataclass
 class PlainState:
     """Book and trades after some prefix of a session, all in plain floats."""
@@ -56,73 +67,73 @@ class PlainState:
     #: (event time ms, price, qty, taker bought, liquidation fill)
     trades: list[tuple[int, float, float, bool, bool]] = field(default_factory=list)
     max_event_ms: int = 0
-    snapshot_ms: int | None = None
+    #: Time of the first entry of the stream (a trade before the snapshot, or the snapshot).
+    first_ms: int | None = None
 
 
 def plain_states_at(paths: list[Path], times_ms: list[int]) -> dict[int, PlainState]:
-    """The plain state for each boundary: every line before the first line (after the
-    snapshot) whose event time is later than the boundary; lines before the snapshot are
-    applied right after it (depth only if u >= lastUpdateId)."""
+    """The plain state for each boundary ``t``: every stream entry before the first one
+    whose event time is later than ``t``. Stream order: trades as they arrive; diffs
+    before the snapshot are held and follow it (only those with ``u >= lastUpdateId``).
+    Ingest's periodic checkpoint snapshots re-state the same book at an already-seen
+    time, so they change nothing here."""
     pending = sorted(times_ms)
     out: dict[int, PlainState] = {}
     st = PlainState()
-    held_depth: list[dict[str, Any]] = []
-    held_trades: list[dict[str, Any]] = []
+    held_depth: list[tuple[int, dict[str, Any]]] = []
     snap_u: int | None = None
-    last_depth_ms = 0
+    watermark = 0
 
-    def apply_depth(d: dict[str, Any]) -> None:
+    def apply_depth(at_ms: int, d: dict[str, Any]) -> None:
         for side, key in ((st.bids, "b"), (st.asks, "a")):
             for p, q in d[key]:
                 if float(q) == 0:
                     side.pop(float(p), None)
                 else:
                     side[float(p)] = float(q)
-        st.max_event_ms = max(st.max_event_ms, d["E"])
+        st.max_event_ms = max(st.max_event_ms, at_ms)
 
-    def add_trade(d: dict[str, Any]) -> None:
-        liq = d.get("X", "MARKET") != "MARKET"
-        st.trades.append((d["T"], float(d["p"]), float(d["q"]), not d["m"], liq))
-        st.max_event_ms = max(st.max_event_ms, d["T"])
+    def close_boundaries(at_ms: int) -> None:
+        while pending and at_ms > pending[0]:
+            t = pending.pop(0)
+            out[t] = PlainState(
+                dict(st.bids), dict(st.asks), list(st.trades), st.max_event_ms, st.first_ms
+            )
 
     for msg in raw_lines(paths):
-        if "stream" not in msg:
-            if "lastUpdateId" not in msg:
-                continue
+        at = event_ms(msg, watermark)
+        if at is None:
+            continue
+        watermark = max(watermark, at)
+        stream = msg.get("stream", "")
+        if "lastUpdateId" in msg:
+            close_boundaries(at)
             snap_u = msg["lastUpdateId"]
             st.bids = {float(p): float(q) for p, q in msg["bids"] if float(q) > 0}
             st.asks = {float(p): float(q) for p, q in msg["asks"] if float(q) > 0}
-            st.snapshot_ms = msg.get("E", last_depth_ms)
-            st.max_event_ms = max(st.max_event_ms, st.snapshot_ms)
-            for d in held_depth:
+            st.max_event_ms = max(st.max_event_ms, at)
+            st.first_ms = at if st.first_ms is None else st.first_ms
+            for held_at, d in held_depth:
                 if d["u"] >= snap_u:
-                    apply_depth(d)
-            for d in held_trades:
-                add_trade(d)
+                    close_boundaries(held_at)
+                    apply_depth(held_at, d)
             continue
-        data = msg["data"]
-        stream = msg["stream"]
-        if "@depth" in stream:
-            event_ms = data["E"]
-            last_depth_ms = event_ms
-        elif stream.endswith("@trade"):
-            event_ms = data["T"]
-        else:
+        if "@depth" in stream and snap_u is None:
+            held_depth.append((at, msg["data"]))
             continue
-        if snap_u is None:
-            (held_depth if "@depth" in stream else held_trades).append(data)
+        if "@depth" not in stream and not stream.endswith("@trade"):
             continue
-        while pending and event_ms > pending[0]:
-            t = pending.pop(0)
-            out[t] = PlainState(
-                dict(st.bids), dict(st.asks), list(st.trades), st.max_event_ms, st.snapshot_ms
-            )
+        close_boundaries(at)
         if not pending:
             break
+        data = msg["data"]
         if "@depth" in stream:
-            apply_depth(data)
+            apply_depth(at, data)
         else:
-            add_trade(data)
+            liq = data.get("X", "MARKET") != "MARKET"
+            st.trades.append((at, float(data["p"]), float(data["q"]), not data["m"], liq))
+            st.max_event_ms = max(st.max_event_ms, at)
+            st.first_ms = at if st.first_ms is None else st.first_ms
     return out
 
 
@@ -152,10 +163,12 @@ async def wait_for(predicate: Callable[[], Any], timeout: float, what: str = "co
 
 @functools.cache
 def session_entries(name: str) -> tuple[Entry, ...]:
-    """Wire entries of a named session (converted once per test run)."""
-    from services.calc.binance_files import binance_entries
+    """Wire entries ingest writes for a named session (its own offline replay, converted
+    once per test run), without the final ``down`` status of the end of the recording."""
+    from services.ingest.offline import offline_entries
 
-    return tuple(binance_entries(SESSIONS[name]))
+    (entries,) = offline_entries(SESSIONS[name]).values()
+    return tuple(e for e in entries if e.kind != "status")
 
 
 SESSIONS: dict[str, list[Path]] = {

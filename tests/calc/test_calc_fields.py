@@ -48,8 +48,8 @@ def _check(report: dict, st: PlainState, t_ms: int) -> None:
     )
     volume = sum(q for tm, _, q, *_ in st.trades if t_ms - 86_400_000 < tm <= t_ms)
     assert report["volume_24h"] == pytest.approx(volume, rel=1e-9)
-    assert st.snapshot_ms is not None
-    assert report["stats_24h_window_sec"] == pytest.approx((t_ms - st.snapshot_ms) / 1000, abs=1e-3)
+    assert st.first_ms is not None
+    assert report["stats_24h_window_sec"] == pytest.approx((t_ms - st.first_ms) / 1000, abs=1e-3)
     # --- time and status ----------------------------------------------------------------
     assert report["generated_at"] == iso_utc_from_ns(t_ms * MS)
     assert report["data_age_ms"] == t_ms - st.max_event_ms
@@ -69,3 +69,15 @@ def test_fields_match_plain_computation(name: str) -> None:
     assert len(states) == len(picks)
     for t in picks:
         _check(reports[t], states[t // MS], t // MS)
+
+
+def test_checkpoint_snapshots_change_no_report() -> None:
+    """Ingest's 30 s checkpoint snapshots re-state the book the core holds: every report,
+    order-flow imbalance included, is the same without them."""
+    entries = session_entries("usdm-btc")
+    checkpoints = [e for e in entries if e.kind == "snap" and e.payload.src == "checkpoint"]
+    assert len(checkpoints) > 10
+    with_ckpt = dict(replay(entries, "BTCUSDT", "BINANCE"))
+    without = dict(replay([e for e in entries if e not in checkpoints], "BTCUSDT", "BINANCE"))
+    assert with_ckpt == without
+    assert any(r.get("order_flow_imbalance", {}).get("ofi_30s") for r in with_ckpt.values())

@@ -22,7 +22,7 @@ from services.calc.analytics.fields import (
 )
 from services.calc.analytics.scheduler import CycleClock
 from services.calc.analytics.slow import SlowParams, SlowState
-from services.calc.analytics.trades import DAY_NS, SEC, TradeWindows
+from services.calc.analytics.trades import DAY_NS, MAX_BLOCKS, SEC, TradeWindows
 from shared.report import SCHEMA_VERSION, iso_utc_from_ns
 from shared.wire import (
     DeltaPayload,
@@ -46,6 +46,8 @@ class CoreParams:
     count_window_ns: int = 10 * SEC
     net_window_ns: int = 30 * SEC
     stats_window_ns: int = DAY_NS
+    #: Ring size of the 24 h statistics (see ``trades.StatsRing``: 60 s blocks at 24 h).
+    stats_max_blocks: int = MAX_BLOCKS
     #: A jump of more boundaries than this emits only the first ones and the last.
     max_idle_cycles: int = 240
     slow: SlowParams = field(default_factory=SlowParams)
@@ -93,9 +95,13 @@ class SymbolCore:
         p = self.params
         self.book = L2Book()
         self.trades = TradeWindows(
-            p.fast_cycle_ns, p.count_window_ns, p.net_window_ns, p.stats_window_ns
+            p.fast_cycle_ns,
+            p.count_window_ns,
+            p.net_window_ns,
+            p.stats_window_ns,
+            p.stats_max_blocks,
         )
-        self.slow = SlowState(p.slow, p.fast_cycle_ns, notional=size_unit == "base")
+        self.slow = SlowState(p.slow, p.slow_cycle_ns, notional=size_unit == "base")
         self.clock = CycleClock(p.fast_cycle_ns, p.max_idle_cycles)
         #: Last ``status`` state from ingest (ok | degraded | down | resync | unbuildable).
         self.feed_state = "ok"
@@ -204,7 +210,7 @@ class SymbolCore:
             else None
         )
         since = self.observed_since_ns if self.observed_since_ns is not None else t
-        window_sec = round(min(self.params.stats_window_ns, t - since) / SEC, 3)
+        window_sec = round(min(st.span_ns, t - since) / SEC, 3)
         report: dict[str, Any] = {
             "schemaVersion": SCHEMA_VERSION,
             "updatedAt": 0,

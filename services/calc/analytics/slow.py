@@ -57,12 +57,13 @@ def ofi_event(before: tuple[Level | None, Level | None], after: tuple[Level, Lev
 
 
 class SlowState:
-    def __init__(self, params: SlowParams, bucket_ns: int, notional: bool = True) -> None:
+    def __init__(self, params: SlowParams, slow_cycle_ns: int, notional: bool = True) -> None:
         self.params = params
         #: False when price x size is not a quote amount (inverse contracts).
         self.notional = notional
+        # Keyed by slow cycle: the profile is only computed at slow boundaries.
         self.profile = VolumeProfile(
-            bucket_ns,
+            slow_cycle_ns,
             params.profile_window_ns,
             params.profile_bin_ticks,
             params.profile_min_trades,
