@@ -6,17 +6,16 @@ Nothing here uses the project's analytics: json + gzip + dicts of floats, follow
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import gzip
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from shared.wire import Entry
+from tests.support.polling import apoll
 
 KIT = Path("/work/shared/data")
 REPO = Path(__file__).resolve().parents[2]
@@ -147,18 +146,7 @@ def book_tickers(paths: list[Path]) -> list[tuple[int, float, float, float, floa
     ]
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float, what: str = "condition") -> Any:
-    """Poll ``predicate`` (sync or async) until truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
+wait_for = apoll
 
 
 @functools.cache

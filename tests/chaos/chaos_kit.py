@@ -24,7 +24,7 @@ import itertools
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ from shared import keys
 from shared.candidate import decode_candidate
 from shared.errors import WireFormatError
 from shared.hrw import DEFAULT_STICKY_BONUS, neg_log_u, weight
+from tests.support.polling import poll
 
 SYMBOLS: tuple[str, ...] = DEMO_SYMBOLS
 
@@ -67,13 +68,7 @@ CHAOS_ENV: dict[str, str] = {
 }
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    """Poll ``predicate`` (every 20 ms) until truthy; fail the test after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.02)  # polling interval, not synchronisation
+wait_for = poll
 
 
 def server_ms(client: Client) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 import structlog
@@ -18,19 +17,9 @@ from shared import keys
 from shared.lifecycle import Shutdown
 from shared.membership import Membership
 from shared.scripts import Scripts
+from tests.support.polling import apoll
 
-
-async def wait_for(
-    predicate: Callable[[], Awaitable[bool]], timeout: float = 5.0, what: str = "condition"
-) -> None:
-    """Poll ``predicate`` every 20 ms until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if await predicate():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)  # polling interval, not synchronisation
+wait_for = apoll
 
 
 class Worker:

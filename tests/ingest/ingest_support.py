@@ -6,7 +6,6 @@ import bisect
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from services.ingest.recorded import RecordedFile
 from services.ingest.sequencer import BookSequencer, DeltaOut, Output, Rule
 from shared import keys
 from shared.wire import DeltaPayload, Entry, SnapPayload, StatusPayload, decode
+from tests.support.polling import poll
 
 KIT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 DEMO = Path(__file__).resolve().parents[2] / "data"
@@ -136,14 +136,7 @@ def sequence_messages(feed: Feed, messages: list[BookMsg | TradeMsg]) -> Session
 
 def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> object:
     """Poll ``predicate`` until it returns something truthy or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
+    return poll(predicate, timeout, interval=interval)
 
 
 REPO = Path(__file__).resolve().parents[2]

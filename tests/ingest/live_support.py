@@ -8,10 +8,7 @@ gets the shadow book as the venue would send it at that moment.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -25,6 +22,7 @@ from services.ingest.parsing import BookMsg, LineParser, ParseRejection
 from services.ingest.recorded import RawLine
 from services.ingest.sequencer import BookSequencer, Rule
 from shared.wire import DeltaPayload, SnapPayload, StatusPayload
+from tests.support.polling import apoll
 
 
 def _text(value: int, precision: int) -> str:
@@ -140,9 +138,4 @@ def book_u(book: BookSequencer) -> int | None:
     return book.last_u if book.last_u is not None else book.snapshot_u
 
 
-async def until(predicate: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.02)
+until = apoll

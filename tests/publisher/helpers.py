@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -18,6 +15,7 @@ from services.publisher.settings import Settings
 from shared import keys
 from shared.candidate import Candidate, encode_candidate
 from shared.report import iso_utc_from_ns
+from tests.support.polling import apoll
 
 
 def report_dict(symbol: str, token: int, node: str, event_ms: int) -> dict[str, Any]:
@@ -105,17 +103,7 @@ class PublisherUnderTest:
         await self.client.aclose()
 
 
-async def wait_for(
-    predicate: Callable[[], Awaitable[bool]], timeout: float = 5.0, what: str = "condition"
-) -> None:
-    """Poll ``predicate`` every 20 ms until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if await predicate():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)  # polling interval, not synchronisation
+wait_for = apoll
 
 
 async def pending_count(client: aioredis.Redis) -> int:
