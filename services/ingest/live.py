@@ -51,7 +51,7 @@ from nautilus_trader.live.node import TradingNode
 from nautilus_trader.model.identifiers import InstrumentId
 
 from services.ingest import metrics
-from services.ingest.actor import IngestActor, IngestActorConfig
+from services.ingest.actor import IngestActor
 from services.ingest.feeds import (
     FEED_DIRS,
     KNOWN_PRECISIONS,
@@ -449,7 +449,7 @@ def build_live_node(
     classes: LiveClientClasses | None = None,
 ) -> tuple[TradingNode, IngestActor]:
     """A TradingNode with one Nautilus venue client per market and the same Actor."""
-    from services.ingest.node import node_config
+    from services.ingest.node import actor_config, node_config
 
     groups = live_client_groups(feeds)
     names = {kind: kind.upper().replace("-", "_") for kind in groups}
@@ -460,12 +460,9 @@ def build_live_node(
     for kind, group in groups.items():
         node.add_data_client_factory(names[kind], make_live_factory(kind, group, side, classes))
     actor = IngestActor(
-        IngestActorConfig(
-            client_ids={f.instrument_id: names[k] for k, group in groups.items() for f in group},
-            checkpoint_interval_s=settings.ingest_checkpoint_interval_s,
-            snapshot_wait_s=settings.ingest_snapshot_wait_s,
-            stall_after_s=settings.ingest_stall_after_s,
-            stall_after=settings.stall_overrides(),
+        actor_config(
+            settings,
+            {f.instrument_id: names[k] for k, group in groups.items() for f in group},
             stall_clock="wall",
         ),
         feeds,

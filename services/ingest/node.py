@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from nautilus_trader.config import LoggingConfig, TradingNodeConfig
 from nautilus_trader.live.node import TradingNode
@@ -19,6 +19,21 @@ from services.ingest.replay_client import (
 from services.ingest.settings import Settings
 from services.ingest.side_channel import SideChannel
 from services.ingest.writer import StreamWriter
+
+
+def actor_config(
+    settings: Settings, client_ids: dict[Any, str], stall_clock: Literal["event", "wall"]
+) -> IngestActorConfig:
+    """The Actor's config, the same in replay and live but for the stall clock
+    (replay decides stalls on exchange time, live on the wall clock)."""
+    return IngestActorConfig(
+        client_ids=client_ids,
+        checkpoint_interval_s=settings.ingest_checkpoint_interval_s,
+        snapshot_wait_s=settings.ingest_snapshot_wait_s,
+        stall_after_s=settings.ingest_stall_after_s,
+        stall_after=settings.stall_overrides(),
+        stall_clock=stall_clock,
+    )
 
 
 def node_config(settings: Settings, data_clients: dict[str, Any]) -> TradingNodeConfig:
@@ -52,13 +67,8 @@ def build_replay_node(
     )
     node.add_data_client_factory(REPLAY_CLIENT_ID, make_replay_factory(feeds, side, hooks))
     actor = IngestActor(
-        IngestActorConfig(
-            client_ids={feed.instrument_id: REPLAY_CLIENT_ID for feed in feeds},
-            checkpoint_interval_s=settings.ingest_checkpoint_interval_s,
-            snapshot_wait_s=settings.ingest_snapshot_wait_s,
-            stall_after_s=settings.ingest_stall_after_s,
-            stall_after=settings.stall_overrides(),
-            stall_clock="event",
+        actor_config(
+            settings, {feed.instrument_id: REPLAY_CLIENT_ID for feed in feeds}, stall_clock="event"
         ),
         feeds,
         side,
