@@ -8,19 +8,29 @@ gets the shadow book as the venue would send it at that moment.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import redis.asyncio as aioredis
+import structlog
 from nautilus_trader.adapters.binance.common.schemas.market import BinanceDepth
 from nautilus_trader.adapters.bybit.common.enums import BybitProductType
 from nautilus_trader.model.identifiers import InstrumentId
 
 from services.ingest.convert import book_update
 from services.ingest.feeds import Feed
+from services.ingest.live import LiveClientClasses, build_live_node
 from services.ingest.parsing import BookMsg, LineParser, ParseRejection
 from services.ingest.recorded import RawLine
 from services.ingest.sequencer import BookSequencer, Rule
+from services.ingest.settings import Settings
+from services.ingest.side_channel import SideChannel
+from services.ingest.writer import StreamWriter
 from shared.wire import DeltaPayload, SnapPayload, StatusPayload
 from tests.support.polling import apoll
 
@@ -139,3 +149,40 @@ def book_u(book: BookSequencer) -> int | None:
 
 
 until = apoll
+
+
+@dataclass
+class LiveRun:
+    """A running live-mode ingest node with its writer and a Redis client for reading."""
+
+    node: Any
+    actor: Any
+    side: SideChannel
+    writer: StreamWriter
+    client: aioredis.Redis
+
+
+@asynccontextmanager
+async def running_live_node(
+    settings: Settings, feeds: list[Feed], classes: LiveClientClasses
+) -> AsyncIterator[LiveRun]:
+    """Build and run the live node (the clients given by ``classes`` feed it recorded
+    frames); on exit stop it, drain the writer and close the client."""
+    client = aioredis.Redis.from_url(settings.redis_url)
+    writer = StreamWriter(client, maxlen=100_000)
+    writer_task = asyncio.create_task(writer.run())
+    side = SideChannel()
+    node, actor = build_live_node(
+        settings, feeds, side, writer, structlog.get_logger(), classes=classes
+    )
+    node_task = asyncio.create_task(node.run_async())
+    try:
+        yield LiveRun(node, actor, side, writer, client)
+    finally:
+        await node.stop_async()
+        node_task.cancel()
+        await asyncio.gather(node_task, return_exceptions=True)
+        await writer.close()
+        writer_task.cancel()
+        await asyncio.gather(writer_task, return_exceptions=True)
+        await client.aclose()

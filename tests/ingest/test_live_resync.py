@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import redis.asyncio as aioredis
-import structlog
 from ingest_support import BYBIT, DEMO, check_stream_consistency
 from live_support import (
     ShadowBybitWs,
@@ -25,6 +23,7 @@ from live_support import (
     book_u,
     consumer_book,
     nth_book_frame,
+    running_live_node,
     until,
 )
 from nautilus_trader.adapters.bybit.common.enums import BybitProductType
@@ -36,13 +35,10 @@ from services.ingest.live import (
     LiveBinanceFuturesClient,
     LiveBybitClient,
     LiveClientClasses,
-    build_live_node,
     live_feeds,
 )
 from services.ingest.recorded import RecordedFile
 from services.ingest.settings import Settings
-from services.ingest.side_channel import SideChannel
-from services.ingest.writer import StreamWriter
 from shared import keys
 from shared.wire import StatusPayload, decode
 
@@ -141,39 +137,23 @@ async def test_gap_in_live_mode_resyncs_from_a_fresh_venue_book(redis_url: str) 
         for v, s in (("BINANCE", "BTCUSDT"), ("BYBIT", "XRPUSDT"))
     }
     settings = Settings(redis_url=redis_url, ingest_mode="live", ingest_nautilus_log_level="ERROR")
-    client = aioredis.Redis.from_url(redis_url)
-    writer = StreamWriter(client, maxlen=100_000)
-    writer_task = asyncio.create_task(writer.run())
-    side = SideChannel()
     classes = LiveClientClasses(binance_futures=GapBinance, bybit=GapBybit)
-    node, actor = build_live_node(
-        settings, feeds, side, writer, structlog.get_logger(), classes=classes
-    )
-    node_task = asyncio.create_task(node.run_async())
-    try:
+    async with running_live_node(settings, feeds, classes) as run:
         await asyncio.wait_for(GapBinance.done.wait(), 60)
         await asyncio.wait_for(GapBybit.done.wait(), 10)
-        states = actor.feed_states()
+        states = run.actor.feed_states()
         for feed, venue in ((btc, GapBinance.shadow), (xrp, GapBybit.shadow)):
             seq = states[feed.symbol].sequencer
             # Rebuilt and caught up with the venue's last update.
             await until(lambda s=seq, v=venue: s.phase == "ok" and book_u(s) == book_u(v.book), 10)
-        await asyncio.wait_for(side.wait_delivered(), 10)
+        await asyncio.wait_for(run.side.wait_delivered(), 10)
         for feed in feeds:
-            actor.end_of_feed(feed.instrument_id, "test over")
-        await asyncio.wait_for(writer.wait_idle(), 10)
+            run.actor.end_of_feed(feed.instrument_id, "test over")
+        await asyncio.wait_for(run.writer.wait_idle(), 10)
         streams = {
-            s: [(eid, decode(f)) for eid, f in await client.xrange(keys.stream(s))]
+            s: [(eid, decode(f)) for eid, f in await run.client.xrange(keys.stream(s))]
             for s in ("BTCUSDT", "XRPUSDT")
         }
-    finally:
-        await node.stop_async()
-        node_task.cancel()
-        await asyncio.gather(node_task, return_exceptions=True)
-        await writer.close()
-        writer_task.cancel()
-        await asyncio.gather(writer_task, return_exceptions=True)
-        await client.aclose()
 
     for symbol, venue in (("BTCUSDT", GapBinance.shadow), ("XRPUSDT", GapBybit.shadow)):
         entries = streams[symbol]

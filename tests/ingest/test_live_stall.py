@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import redis.asyncio as aioredis
-import structlog
 from ingest_support import BYBIT, DEMO, check_stream_consistency
 from live_support import (
     ShadowBybitWs,
@@ -23,6 +21,7 @@ from live_support import (
     ShadowVenue,
     book_u,
     consumer_book,
+    running_live_node,
     until,
 )
 from nautilus_trader.adapters.bybit.common.enums import BybitProductType
@@ -34,14 +33,11 @@ from services.ingest.live import (
     LiveBinanceFuturesClient,
     LiveBybitClient,
     LiveClientClasses,
-    build_live_node,
     live_feeds,
 )
 from services.ingest.parsing import BookMsg, LineParser
 from services.ingest.recorded import RawLine, RecordedFile
 from services.ingest.settings import Settings
-from services.ingest.side_channel import SideChannel
-from services.ingest.writer import StreamWriter
 from shared import keys
 from shared.wire import DeltaPayload, SnapPayload, StatusPayload, decode
 
@@ -153,17 +149,9 @@ async def test_silent_book_feed_is_degraded_resynced_and_rebuilt(redis_url: str)
         ingest_stall_after_s=60.0,  # the default; both symbols are overridden below
         ingest_stall_after=f"BTCUSDT={LIMIT_S},XRPUSDT={LIMIT_S}",
     )
-    client = aioredis.Redis.from_url(redis_url)
-    writer = StreamWriter(client, maxlen=100_000)
-    writer_task = asyncio.create_task(writer.run())
-    side = SideChannel()
     classes = LiveClientClasses(binance_futures=PausingBinance, bybit=SilentBybit)
-    node, actor = build_live_node(
-        settings, feeds, side, writer, structlog.get_logger(), classes=classes
-    )
-    node_task = asyncio.create_task(node.run_async())
-    states = actor.feed_states()
-    try:
+    async with running_live_node(settings, feeds, classes) as run:
+        states = run.actor.feed_states()
         await asyncio.wait_for(PausingBinance.paused.wait(), 60)
         # The watchdog sees the silence, asks the venue for a fresh book, and the book
         # is rebuilt from it while the feed is still silent.
@@ -178,21 +166,14 @@ async def test_silent_book_feed_is_degraded_resynced_and_rebuilt(redis_url: str)
         for feed, venue in ((btc, PausingBinance.shadow), (xrp, SilentBybit.shadow)):
             seq = states[feed.symbol].sequencer
             await until(lambda s=seq, v=venue: s.phase == "ok" and book_u(s) == book_u(v.book), 10)
-        await asyncio.wait_for(side.wait_delivered(), 10)
+        await asyncio.wait_for(run.side.wait_delivered(), 10)
         for feed in feeds:
-            actor.end_of_feed(feed.instrument_id, "test over")
-        await asyncio.wait_for(writer.wait_idle(), 10)
+            run.actor.end_of_feed(feed.instrument_id, "test over")
+        await asyncio.wait_for(run.writer.wait_idle(), 10)
         streams = {
-            s: [(eid, decode(f)) for eid, f in await client.xrange(keys.stream(s))] for s in labels
+            s: [(eid, decode(f)) for eid, f in await run.client.xrange(keys.stream(s))]
+            for s in labels
         }
-    finally:
-        await node.stop_async()
-        node_task.cancel()
-        await asyncio.gather(node_task, return_exceptions=True)
-        await writer.close()
-        writer_task.cancel()
-        await asyncio.gather(writer_task, return_exceptions=True)
-        await client.aclose()
 
     for symbol, venue in (("BTCUSDT", PausingBinance.shadow), ("XRPUSDT", SilentBybit.shadow)):
         entries = [e for _, e in streams[symbol]]

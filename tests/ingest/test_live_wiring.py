@@ -16,9 +16,8 @@ import itertools
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
-import structlog
 from ingest_support import BYBIT, DEMO, replay_session
+from live_support import running_live_node
 from nautilus_trader.adapters.binance.common.schemas.market import BinanceDepth
 from nautilus_trader.adapters.bybit.common.enums import BybitProductType
 from nautilus_trader.model.identifiers import InstrumentId
@@ -29,14 +28,11 @@ from services.ingest.live import (
     LiveBybitClient,
     LiveClientClasses,
     PublicBinanceHttpClient,
-    build_live_node,
     live_feeds,
 )
 from services.ingest.recorded import RecordedFile
 from services.ingest.sequencer import DeltaOut, SnapOut
 from services.ingest.settings import Settings
-from services.ingest.side_channel import SideChannel
-from services.ingest.writer import StreamWriter
 from shared import keys
 from shared.wire import DeltaPayload, SnapPayload, StatusPayload, decode
 
@@ -128,32 +124,16 @@ async def test_live_clients_feed_the_same_actor_and_match_the_replay(redis_url: 
     feeds = live_feeds(
         "binance-usdm:BTCUSDT,bybit-linear:XRPUSDT", parse_precisions(""), parse_symbol_map("")
     )
-    client = aioredis.Redis.from_url(redis_url)
-    writer = StreamWriter(client, maxlen=100_000)
-    writer_task = asyncio.create_task(writer.run())
-    side = SideChannel()
     classes = LiveClientClasses(binance_futures=RecordedBinance, bybit=RecordedBybit)
-    node, actor = build_live_node(
-        settings, feeds, side, writer, structlog.get_logger(), classes=classes
-    )
-    node_task = asyncio.create_task(node.run_async())
-    try:
+    async with running_live_node(settings, feeds, classes) as run:
         await asyncio.wait_for(RecordedBinance.done.wait(), 60)
         await asyncio.wait_for(RecordedBybit.done.wait(), 10)
-        await asyncio.wait_for(side.wait_delivered(), 10)
+        await asyncio.wait_for(run.side.wait_delivered(), 10)
         for feed in feeds:
-            actor.end_of_feed(feed.instrument_id, "test over")
-        await asyncio.wait_for(writer.wait_idle(), 10)
-        btc = _wire(await client.xrange(keys.stream("BTCUSDT")))
-        xrp = _wire(await client.xrange(keys.stream("XRPUSDT")))
-    finally:
-        await node.stop_async()
-        node_task.cancel()
-        await asyncio.gather(node_task, return_exceptions=True)
-        await writer.close()
-        writer_task.cancel()
-        await asyncio.gather(writer_task, return_exceptions=True)
-        await client.aclose()
+            run.actor.end_of_feed(feed.instrument_id, "test over")
+        await asyncio.wait_for(run.writer.wait_idle(), 10)
+        btc = _wire(await run.client.xrange(keys.stream("BTCUSDT")))
+        xrp = _wire(await run.client.xrange(keys.stream("XRPUSDT")))
 
     # The same book entries as the replay path derives from the same file.
     replay = replay_session([BTC_FILE])
