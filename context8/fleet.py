@@ -45,10 +45,6 @@ class ServiceProcess:
     metrics_port: int
     proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

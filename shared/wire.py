@@ -38,7 +38,6 @@ WIRE_VERSION = 1
 
 Kind = Literal["snap", "delta", "trade", "ticker", "status"]
 FeedState = Literal["ok", "degraded", "down", "resync", "unbuildable"]
-KINDS: frozenset[str] = frozenset({"snap", "delta", "trade", "ticker", "status"})
 
 
 class SnapPayload(msgspec.Struct, forbid_unknown_fields=False):
@@ -151,8 +150,3 @@ def decode(fields: dict[bytes, bytes]) -> Entry:
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise WireFormatError(f"bad {kind} payload: {exc}") from exc
     return Entry(kind=kind, event_ns=event_ns, recv_ns=recv_ns, payload=payload)
-
-
-def scale(value: int, precision: int) -> float:
-    """Turn a scaled integer (price or size) back into a float."""
-    return value / (10**precision)
