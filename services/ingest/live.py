@@ -449,7 +449,7 @@ def build_live_node(
     classes: LiveClientClasses | None = None,
 ) -> tuple[TradingNode, IngestActor]:
     """A TradingNode with one Nautilus venue client per market and the same Actor."""
-    from services.ingest.node import actor_config, node_config
+    from services.ingest.node import add_actor, node_config
 
     groups = live_client_groups(feeds)
     names = {kind: kind.upper().replace("-", "_") for kind in groups}
@@ -459,17 +459,6 @@ def build_live_node(
     )
     for kind, group in groups.items():
         node.add_data_client_factory(names[kind], make_live_factory(kind, group, side, classes))
-    actor = IngestActor(
-        actor_config(
-            settings,
-            {f.instrument_id: names[k] for k, group in groups.items() for f in group},
-            stall_clock="wall",
-        ),
-        feeds,
-        side,
-        writer,
-        log,
-    )
-    node.trader.add_actor(actor)
-    node.build()
+    client_ids = {f.instrument_id: names[k] for k, group in groups.items() for f in group}
+    actor = add_actor(node, settings, client_ids, "wall", feeds, side, writer, log)
     return node, actor

@@ -21,19 +21,35 @@ from services.ingest.side_channel import SideChannel
 from services.ingest.writer import StreamWriter
 
 
-def actor_config(
-    settings: Settings, client_ids: dict[Any, str], stall_clock: Literal["event", "wall"]
-) -> IngestActorConfig:
-    """The Actor's config, the same in replay and live but for the stall clock
-    (replay decides stalls on exchange time, live on the wall clock)."""
-    return IngestActorConfig(
-        client_ids=client_ids,
-        checkpoint_interval_s=settings.ingest_checkpoint_interval_s,
-        snapshot_wait_s=settings.ingest_snapshot_wait_s,
-        stall_after_s=settings.ingest_stall_after_s,
-        stall_after=settings.stall_overrides(),
-        stall_clock=stall_clock,
+def add_actor(
+    node: TradingNode,
+    settings: Settings,
+    client_ids: dict[Any, str],
+    stall_clock: Literal["event", "wall"],
+    feeds: list[Feed],
+    side: SideChannel,
+    writer: StreamWriter,
+    log: Any,
+) -> IngestActor:
+    """Add the ingest Actor to ``node`` and build it. Replay and live differ only in
+    the stall clock (replay decides stalls on exchange time, live on the wall clock)."""
+    actor = IngestActor(
+        IngestActorConfig(
+            client_ids=client_ids,
+            checkpoint_interval_s=settings.ingest_checkpoint_interval_s,
+            snapshot_wait_s=settings.ingest_snapshot_wait_s,
+            stall_after_s=settings.ingest_stall_after_s,
+            stall_after=settings.stall_overrides(),
+            stall_clock=stall_clock,
+        ),
+        feeds,
+        side,
+        writer,
+        log,
     )
+    node.trader.add_actor(actor)
+    node.build()
+    return actor
 
 
 def node_config(settings: Settings, data_clients: dict[str, Any]) -> TradingNodeConfig:
@@ -66,15 +82,6 @@ def build_replay_node(
         loop=asyncio.get_running_loop(),
     )
     node.add_data_client_factory(REPLAY_CLIENT_ID, make_replay_factory(feeds, side, hooks))
-    actor = IngestActor(
-        actor_config(
-            settings, {feed.instrument_id: REPLAY_CLIENT_ID for feed in feeds}, stall_clock="event"
-        ),
-        feeds,
-        side,
-        writer,
-        log,
-    )
-    node.trader.add_actor(actor)
-    node.build()
+    client_ids = {feed.instrument_id: REPLAY_CLIENT_ID for feed in feeds}
+    actor = add_actor(node, settings, client_ids, "event", feeds, side, writer, log)
     return node, actor
