@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -215,9 +216,8 @@ class Fleet:
         self.cleanup()
 
 
-def wait_until(predicate: object, timeout: float, interval: float = 0.05) -> bool:
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
     """Poll ``predicate()`` until it is truthy or ``timeout`` seconds pass."""
-    assert callable(predicate)
     deadline = time.monotonic() + timeout
     while True:
         if predicate():
