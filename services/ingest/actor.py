@@ -53,6 +53,9 @@ from shared import wire
 _SIDES = {AggressorSide.BUYER: "B", AggressorSide.SELLER: "S"}
 
 
+#: How often the Actor hands its per-message counts to Prometheus.
+METRICS_FLUSH_S = 0.5
+
 #: Weight of the newest sample in the smoothed clock skew (~ the last 100 messages).
 SKEW_ALPHA = 0.01
 
@@ -100,7 +103,13 @@ class FeedState:
 
 
 class FeedMetrics:
-    """One symbol's labelled Prometheus children."""
+    """One symbol's labelled Prometheus children, and the hot-path counts not yet in them.
+
+    Per message the Actor only bumps plain ints (a ``Counter.inc`` takes a lock and
+    costs ~1 µs, several per message); ``flush`` hands them to Prometheus. The Actor
+    flushes every ``METRICS_FLUSH_S`` and when a feed ends, so a scrape is at most that
+    much behind.
+    """
 
     def __init__(self, symbol: str) -> None:
         self.snapshot = metrics.MESSAGES.labels(symbol, "snapshot")
@@ -116,6 +125,9 @@ class FeedMetrics:
         self.skew = metrics.CLOCK_SKEW.labels(symbol)
         self.stalls = metrics.STALLS.labels(symbol)
         self.silence = metrics.BOOK_SILENCE.labels(symbol)
+        self.snapshots_pending = 0
+        self.diffs_pending = 0
+        self.trades_pending = 0
 
 
 class IngestActor(Actor):
@@ -137,6 +149,7 @@ class IngestActor(Actor):
         self._slog = log
         self._wall = config.stall_clock == "wall"
         self._watchdog: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
         self._feeds: dict[str, FeedState] = {}
         for feed in feeds:
             seq = BookSequencer(
@@ -159,12 +172,25 @@ class IngestActor(Actor):
             self.subscribe_trade_ticks(instrument_id, client_id=client_id)
         if self._wall:
             self._start_watchdog()
+        self._flusher = asyncio.get_running_loop().create_task(
+            self._flush_every(METRICS_FLUSH_S), name="ingest-metrics-flush"
+        )
 
     def on_stop(self) -> None:
         """Nothing to unsubscribe from explicitly: the node is stopping with us."""
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
+        for task in (self._watchdog, self._flusher):
+            if task is not None:
+                task.cancel()
+        self._watchdog = self._flusher = None
+        self.flush_metrics()
+
+    async def _flush_every(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                self.flush_metrics()
+            except Exception as exc:  # metrics must never stop the feed
+                self._slog.error("metrics flush failed", error=repr(exc))
 
     def on_order_book_deltas(self, deltas: OrderBookDeltas) -> None:
         try:
@@ -226,6 +252,7 @@ class IngestActor(Actor):
         outs: list[Output] = list(fs.sequencer.finish(fs.last_event_ns, fs.last_recv_ns))
         outs.append(StatusOut("down", reason, fs.last_event_ns, fs.last_recv_ns))
         self._emit(fs, outs)
+        self._flush(fs)
 
     def feed_states(self) -> dict[str, FeedState]:
         return {fs.feed.symbol: fs for fs in self._feeds.values()}
@@ -234,7 +261,10 @@ class IngestActor(Actor):
 
     def _book(self, fs: FeedState, msg: BookMsg) -> None:
         feed = fs.feed
-        (fs.m.snapshot if msg.snapshot else fs.m.diff).inc()
+        if msg.snapshot:
+            fs.m.snapshots_pending += 1
+        else:
+            fs.m.diffs_pending += 1
         metrics.LAG.observe((msg.recv_ns - msg.event_ns) / 1e9)
         try:
             update = book_update(msg, feed.price_precision, feed.size_precision)
@@ -274,7 +304,7 @@ class IngestActor(Actor):
         sz: int | None = None,
     ) -> None:
         feed = fs.feed
-        fs.m.trade.inc()
+        fs.m.trades_pending += 1
         metrics.LAG.observe((recv_ns - event_ns) / 1e9)
         if not self._wall:
             self._stall_on_event_time(fs, event_ns, recv_ns)
@@ -396,9 +426,7 @@ class IngestActor(Actor):
     def _touch(self, fs: FeedState, event_ns: int, recv_ns: int) -> None:
         fs.last_event_ns = max(fs.last_event_ns, event_ns)
         fs.last_recv_ns = max(fs.last_recv_ns, recv_ns)
-        fs.m.event_time.set(fs.last_event_ns / 1e9)
         fs.skew_ns = smooth_skew(fs.skew_ns, recv_ns - event_ns)
-        fs.m.skew.set(fs.skew_ns / 1e9)
 
     def _maybe_checkpoint(self, fs: FeedState, event_ns: int, recv_ns: int) -> None:
         if fs.last_checkpoint_ns is None or event_ns - fs.last_checkpoint_ns < self._interval_ns:
@@ -432,7 +460,6 @@ class IngestActor(Actor):
                 if out.state == "resync" and self._side.request_resync(feed.instrument_id):
                     self._slog.info("venue snapshot requested", symbol=feed.symbol)
             self._writer.append(feed.symbol, kind, wire.encode(payload, out.event_ns, out.recv_ns))
-        self._sync_stats(fs)
 
     def _set_state(self, fs: FeedState, state: str, reason: str) -> None:
         if state == fs.state:
@@ -443,8 +470,27 @@ class IngestActor(Actor):
         metrics.FEED_STATE.labels(fs.feed.symbol, state).set(1)
         fs.state = state
 
-    def _sync_stats(self, fs: FeedState) -> None:
-        now, then, m = fs.sequencer.stats, fs.synced_stats, fs.m
+    def flush_metrics(self) -> None:
+        """Hand every feed's counts since the last flush to Prometheus."""
+        for fs in self._feeds.values():
+            self._flush(fs)
+
+    def _flush(self, fs: FeedState) -> None:
+        m = fs.m
+        if m.snapshots_pending:
+            m.snapshot.inc(m.snapshots_pending)
+            m.snapshots_pending = 0
+        if m.diffs_pending:
+            m.diff.inc(m.diffs_pending)
+            m.diffs_pending = 0
+        if m.trades_pending:
+            m.trade.inc(m.trades_pending)
+            m.trades_pending = 0
+        if fs.last_event_ns:
+            m.event_time.set(fs.last_event_ns / 1e9)
+        if fs.skew_ns is not None:
+            m.skew.set(fs.skew_ns / 1e9)
+        now, then = fs.sequencer.stats, fs.synced_stats
         if now.level_changes != then.level_changes:
             m.level_changes.inc(now.level_changes - then.level_changes)
             then.level_changes = now.level_changes

@@ -171,6 +171,12 @@ def test_malformed_lines_are_counted_and_sigterm_exits_zero(redis_url: str, tmp_
             counts = check_stream_consistency(stream_entries(client, symbol))
             assert counts["snap:venue"] == 1 and counts["delta"] > 300
             assert counts["status"] == 1
+            # The Actor's per-message counts reached Prometheus (flushed at the end).
+            messages = "context8_ingest_messages_total"
+            assert _metric(text, messages, symbol=symbol, kind="trade") == counts["trade"]
+            assert _metric(text, messages, symbol=symbol, kind="snapshot") == 1
+            assert _metric(text, messages, symbol=symbol, kind="diff") >= counts["delta"]
+            assert _metric(text, messages, symbol=symbol, kind="book_ticker") > 100
         # Still running idle after the recording: it stops on SIGTERM, exit code 0.
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
