@@ -49,6 +49,16 @@ def checkpoint(symbol: str) -> str:
     return _tagged("ckpt", symbol)
 
 
+def appended(symbol: str) -> str:
+    """String: ``"<writer id> <seq>"``, the last entry ingest's writer appended.
+
+    Makes a retried append idempotent: a batch whose reply was lost (the connection
+    dropped after Redis ran it) is sent again, and the entries already in the stream
+    are skipped instead of written twice.
+    """
+    return _tagged("appended", symbol)
+
+
 def report(symbol: str) -> str:
     """Hash: the published report (field ``json``) and its fencing metadata."""
     return _tagged("report", symbol)

@@ -1,63 +1,71 @@
-"""Batched, pipelined appends to the per-symbol Redis Streams.
+"""Batched appends to the per-symbol Redis Streams, one Lua call per symbol and batch.
 
 Entries are queued synchronously (the Nautilus Actor's handlers are sync) and written
-by one background task in pipelined batches with ``XADD MAXLEN ~``. After a batch that
-contains snapshot entries, ``keys.checkpoint(symbol)`` is set to the id of the newest
-one, so the pointer only ever names an entry that already exists. A failed batch is
-retried (never dropped) until ``close`` gives up at its deadline.
+by one background task. A batch is split by symbol; each symbol's part is one
+``stream_append.lua`` call (``XADD MAXLEN ~`` per entry, then the checkpoint pointer
+``keys.checkpoint(symbol)`` set to the newest snapshot entry of the part, atomically),
+and all the calls of a batch go out in one write on one pooled connection. Against one
+pipelined ``XADD`` per entry this reads one reply per symbol instead of one per entry:
+reading replies one by one was the largest cost left on ingest's write path.
 
-The XADD commands are packed into RESP here (``pack_xadd``: a cached per-stream prefix
-plus the five fields) and sent on one pooled connection, replies read in order -- what
-redis-py's pipeline does, minus its generic per-argument packing, which cost more than
-everything else on the write path.
+A symbol's part is all or nothing, and exactly once: the writer numbers its entries per
+symbol and the script skips those this writer already appended (``keys.appended``), so
+a batch whose reply was lost (the connection dropped after Redis ran it) can be sent
+again. A failed part stays queued, in order, and is retried with back-off; the parts
+that succeeded leave the queue. NOSCRIPT (a restarted Redis) loads the script and
+retries at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
+import uuid
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from services.ingest import metrics
 from shared import keys
+from shared.scripts import script_source
+
+APPEND_SCRIPT = script_source("stream_append")
+APPEND_SHA = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest().encode()
 
 
 def resp_bulk(value: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(value), value)
 
 
-def xadd_prefix(stream: bytes, maxlen: int, nfields: int) -> bytes:
-    """RESP of ``XADD stream MAXLEN ~ maxlen *`` for an entry of ``nfields`` fields."""
-    head = [b"XADD", stream, b"MAXLEN", b"~", str(maxlen).encode(), b"*"]
-    return b"*%d\r\n" % (len(head) + 2 * nfields) + b"".join(map(resp_bulk, head))
+def resp_values(values: Iterable[bytes]) -> bytes:
+    """Bulk strings, concatenated."""
+    return b"".join([b"$%d\r\n%b\r\n" % (len(v), v) for v in values])
 
 
 _WIRE_KEYS = (b"v", b"k", b"et", b"rt", b"p")
-_WIRE_TEMPLATE = b"".join(b"$%d\r\n%b\r\n" % (len(k), k) + b"$%d\r\n%b\r\n" for k in _WIRE_KEYS)
+_WIRE_TEMPLATE = b"$%d\r\n%b\r\n" * len(_WIRE_KEYS)
 
 
-def pack_fields(fields: dict[bytes, bytes]) -> bytes:
-    """The field/value pairs of one entry as RESP bulk strings."""
-    if tuple(fields) == _WIRE_KEYS:  # the wire v1 entry: one formatting operation
+def pack_values(fields: dict[bytes, bytes]) -> bytes:
+    """The values of one entry as RESP bulk strings (the names travel once per call)."""
+    if len(fields) == 5:  # the wire v1 entry: one formatting operation
         v, k, et, rt, p = fields.values()
         return _WIRE_TEMPLATE % (len(v), v, len(k), k, len(et), et, len(rt), rt, len(p), p)
-    return b"".join(
-        [b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(k), k, len(v), v) for k, v in fields.items()]
-    )
+    return resp_values(fields.values())
 
 
 @dataclass(slots=True)
 class _Pending:
     symbol: str
     kind: str
-    fields: dict[Any, Any]
-    snap: bool
+    fields: dict[bytes, bytes]
+    seq: int  # the writer's number for this entry, per symbol (1, 2, ...)
 
 
 class StreamWriter:
@@ -88,11 +96,14 @@ class StreamWriter:
         self._closing = False
         self._in_flight = 0
         self.written = 0
+        #: Id of the newest entry written, per symbol.
         self.last_ids: dict[str, bytes] = {}
-        #: Checkpoint pointers still to set (kept across a failed attempt).
-        self._checkpoints: dict[str, bytes] = {}
-        self._prefixes: dict[tuple[str, int], bytes] = {}
-        self._symbols: set[str] = set()
+        #: RESP of a call's fixed head, per (symbol, field names).
+        self._heads: dict[tuple[str, tuple[bytes, ...]], tuple[int, bytes, bytes]] = {}
+        #: Entries appended so far, per symbol (the next one's seq is this + 1).
+        self._seqs: dict[str, int] = {}
+        #: Unique per writer: a new process starts a new numbering.
+        self.writer_id = uuid.uuid4().hex.encode()
 
     @property
     def pending(self) -> int:
@@ -100,10 +111,12 @@ class StreamWriter:
 
     def append(self, symbol: str, kind: str, fields: dict[bytes, bytes]) -> None:
         """Queue one wire entry for ``keys.stream(symbol)``."""
-        if symbol not in self._symbols:
+        seq = self._seqs.get(symbol)
+        if seq is None:
             keys.stream(symbol)  # raises InvalidSymbolError here, not in the write task
-            self._symbols.add(symbol)
-        self._queue.append(_Pending(symbol, kind, fields, kind == "snap"))
+            seq = 0
+        self._seqs[symbol] = seq = seq + 1
+        self._queue.append(_Pending(symbol, kind, fields, seq))
         self._idle.clear()
         if len(self._queue) >= self._batch_size:
             self._wakeup.set()
@@ -121,10 +134,10 @@ class StreamWriter:
         await self._idle.wait()
 
     async def run(self) -> None:
-        """Write batches until ``close``; retries a failed batch with backoff."""
+        """Write batches until ``close``; retries a failed part with backoff."""
         backoff = 0.05
-        while not (self._closing and not self._queue and not self._checkpoints):
-            if not self._queue and not self._checkpoints:
+        while not (self._closing and not self._queue):
+            if not self._queue:
                 self._idle.set()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self._flush_interval_s)
@@ -133,6 +146,8 @@ class StreamWriter:
             try:
                 await self._write_batch()
                 backoff = 0.05
+            except NoScriptError:
+                await self._redis.script_load(APPEND_SCRIPT)  # Redis restarted: reload
             except (RedisError, OSError) as exc:
                 metrics.WRITE_ERRORS.inc()
                 if self._log is not None:
@@ -154,68 +169,107 @@ class StreamWriter:
         return self.pending
 
     async def _write_batch(self) -> None:
-        if self._checkpoints:
-            await self._set_checkpoints()
-        batch = [self._queue[i] for i in range(min(self._batch_size, len(self._queue)))]
-        if not batch:
-            return
+        queue = self._queue
+        batch = [queue[i] for i in range(min(self._batch_size, len(queue)))]
+        parts: dict[tuple[str, tuple[bytes, ...]], list[_Pending]] = {}
+        for item in batch:
+            parts.setdefault((item.symbol, tuple(item.fields)), []).append(item)
         self._in_flight = len(batch)
         try:
-            ids = await self._xadd_batch(batch)
-            written: dict[tuple[str, str], int] = {}
-            for item, entry_id in zip(batch, ids, strict=True):
-                key = (item.symbol, item.kind)
-                written[key] = written.get(key, 0) + 1
-                self.last_ids[item.symbol] = entry_id
-                if item.snap:
-                    self._checkpoints[item.symbol] = entry_id
-            for (symbol, kind), count in written.items():
-                metrics.ENTRIES.labels(symbol, kind).inc(count)
-            # Remove only after success: a failed batch stays queued for the retry.
-            for _ in batch:
-                self._queue.popleft()
-            self.written += len(batch)
-            if self._checkpoints:
-                await self._set_checkpoints()
+            replies = await self._call(parts)
         finally:
             self._in_flight = 0
-        metrics.PENDING.set(len(self._queue))
-        if len(self._queue) <= self._low_water:
+        failed: list[_Pending] = []
+        error: ResponseError | None = None
+        for (symbol, _), items, reply in zip(parts, parts.values(), replies, strict=True):
+            if isinstance(reply, ResponseError):
+                failed.extend(items)
+                error = reply
+                continue
+            if reply is not None:  # None: every entry was already there (a retry)
+                self.last_ids[symbol] = reply
+            kinds: dict[str, int] = {}
+            for item in items:
+                kinds[item.kind] = kinds.get(item.kind, 0) + 1
+            for kind, count in kinds.items():
+                metrics.ENTRIES.labels(symbol, kind).inc(count)
+        # Remove the batch only now; a failed part goes back to the head, in order.
+        for _ in batch:
+            queue.popleft()
+        queue.extendleft(reversed(failed))
+        self.written += len(batch) - len(failed)
+        metrics.PENDING.set(len(queue))
+        if len(queue) <= self._low_water:
             self._room.set()
+        if error is not None:
+            raise error
 
-    def _packed(self, item: _Pending) -> bytes:
-        key = (item.symbol, len(item.fields))
-        prefix = self._prefixes.get(key)
-        if prefix is None:  # keys.stream validates the symbol: once per symbol, not per entry
-            prefix = self._prefixes[key] = xadd_prefix(
-                keys.stream(item.symbol).encode(), self._maxlen, len(item.fields)
+    def _packed(self, symbol: str, names: tuple[bytes, ...], items: list[_Pending]) -> bytes:
+        """``EVALSHA stream_append`` for one symbol's part of a batch, as RESP."""
+        head = self._heads.get((symbol, names))
+        if head is None:  # keys.stream validates the symbol: once per symbol, not per entry
+            fixed = [
+                b"EVALSHA",
+                APPEND_SHA,
+                b"3",
+                keys.stream(symbol).encode(),
+                keys.checkpoint(symbol).encode(),
+                keys.appended(symbol).encode(),
+                self.writer_id,
+            ]
+            settings = [
+                str(self._maxlen).encode(),
+                str(len(names)).encode(),
+                *names,
+            ]
+            # The first entry's seq goes between the two fixed parts.
+            head = self._heads[(symbol, names)] = (
+                len(fixed) + 1 + len(settings) + 1,
+                resp_values(fixed),
+                resp_values(settings),
             )
-        return prefix + pack_fields(item.fields)
+        nargs, fixed_resp, settings_resp = head
+        snap_at = 0
+        for position, item in enumerate(items, start=1):
+            if item.kind == "snap":
+                snap_at = position
+        values = [pack_values(item.fields) for item in items]
+        return b"".join(
+            [
+                b"*%d\r\n" % (nargs + len(names) * len(items)),
+                fixed_resp,
+                resp_bulk(str(items[0].seq).encode()),
+                settings_resp,
+                resp_bulk(str(snap_at).encode()),
+                *values,
+            ]
+        )
 
-    async def _xadd_batch(self, batch: list[_Pending]) -> list[bytes]:
-        """Send the batch's XADDs in one write on one connection; the ids, in order.
+    async def _call(
+        self, parts: dict[tuple[str, tuple[bytes, ...]], list[_Pending]]
+    ) -> list[bytes | ResponseError | None]:
+        """Send every part's call in one write on one connection; the replies, in order.
 
-        Any error disconnects the connection (replies may be left unread), so the pool
-        never hands out a connection in an unknown state; the caller retries the batch.
+        An error reply is returned in its part's place. Any other error disconnects the
+        connection (replies may be left unread), so the pool never hands out a
+        connection in an unknown state; the caller retries the whole batch (nothing of
+        it was acknowledged).
         """
         pool = self._redis.connection_pool
         conn = await pool.get_connection()
         try:
-            await conn.send_packed_command([self._packed(item) for item in batch])
-            ids = [await conn.read_response() for _ in batch]
+            await conn.send_packed_command(
+                [self._packed(symbol, names, items) for (symbol, names), items in parts.items()]
+            )
+            replies: list[bytes | ResponseError | None] = []
+            for _ in parts:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
         except BaseException:
             await conn.disconnect()
             raise
         finally:
             await pool.release(conn)
-        return ids
-
-    async def _set_checkpoints(self) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        pending = dict(self._checkpoints)
-        for symbol, entry_id in pending.items():
-            pipe.set(keys.checkpoint(symbol), entry_id)
-        await pipe.execute()
-        for symbol, entry_id in pending.items():
-            if self._checkpoints.get(symbol) == entry_id:
-                del self._checkpoints[symbol]
+        return replies

@@ -7,6 +7,8 @@ It runs an asyncio loop in a daemon thread; the test thread calls ``cut(mode)`` 
              replies from Redis still flow back. On ``heal`` the held bytes are delivered
              in order, even for connections the client has given up on meanwhile, so
              whatever the client sent during the cut reaches Redis LATE (delayed packets).
+``hold_down`` replies held: requests still reach Redis and run, their replies wait
+             (with ``drop`` after it: the client never gets them, a lost reply).
 ``hold``     both directions held; delivered in order on ``heal``.
 ``drop``     every connection is aborted at once and new ones are closed on accept
              (the client sees resets and refused reads until ``heal``).
@@ -27,7 +29,7 @@ from typing import Any
 
 from context8.redis_server import free_port
 
-MODES = ("hold_up", "hold", "drop")
+MODES = ("hold_up", "hold_down", "hold", "drop")
 
 
 @dataclass(eq=False)  # identity hash: links live in a set
@@ -111,8 +113,9 @@ class TcpProxy:
             for link in list(self._links):
                 self._abort(link)
             return
-        self._up_open.clear()
-        if mode == "hold":
+        if mode != "hold_down":
+            self._up_open.clear()
+        if mode in ("hold", "hold_down"):
             self._down_open.clear()
 
     async def _arm(self, marker: bytes) -> None:

@@ -1,0 +1,159 @@
+"""StreamWriter on a real Redis: order, checkpoints, exactly-once retries, failed parts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from context8.redis_server import RedisServer
+from services.ingest import metrics
+from services.ingest.writer import StreamWriter
+from shared import keys, wire
+from tests.chaos.tcp_proxy import TcpProxy
+from tests.support.polling import apoll
+
+
+def _trade(n: int) -> dict[bytes, bytes]:
+    payload = wire.TradePayload(id=str(n), px=100 + n, sz=1, pp=1, sp=3, side="B", liq=False)
+    return wire.encode(payload, 1_000 + n, 2_000 + n)
+
+
+def _snap(u: int) -> dict[bytes, bytes]:
+    return wire.encode(wire.SnapPayload(u=u, pp=1, sp=3, b=[(99, 1)], a=[(101, 1)]), u, u)
+
+
+async def _ids(client: Redis, symbol: str) -> list[str]:
+    """The trade ids in the symbol's stream, in stream order."""
+    out = []
+    for _, fields in await client.xrange(keys.stream(symbol)):
+        payload = wire.decode(fields).payload
+        out.append(payload.id if isinstance(payload, wire.TradePayload) else f"snap{payload.u}")
+    return out
+
+
+@contextlib.asynccontextmanager
+async def running(writer: StreamWriter) -> AsyncIterator[StreamWriter]:
+    task = asyncio.create_task(writer.run())
+    try:
+        yield writer
+    finally:
+        assert await writer.close(timeout=5.0) == 0
+        await task
+
+
+async def test_entries_keep_their_order_per_symbol_and_the_checkpoint_names_the_last_snap(
+    aredis: Redis,
+) -> None:
+    writer = StreamWriter(aredis, maxlen=10_000, batch_size=7)
+    async with running(writer):
+        for n in range(40):
+            writer.append("BTCUSDT", "trade", _trade(n))
+            if n % 3 == 0:
+                writer.append("ETHUSDT", "trade", _trade(1000 + n))
+            if n in (5, 17, 30):
+                writer.append("BTCUSDT", "snap", _snap(n))
+        await writer.wait_idle()
+    btc = await _ids(aredis, "BTCUSDT")
+    expected = []
+    for n in range(40):
+        expected.append(str(n))
+        if n in (5, 17, 30):
+            expected.append(f"snap{n}")
+    assert btc == expected
+    assert await _ids(aredis, "ETHUSDT") == [str(1000 + n) for n in range(0, 40, 3)]
+    # The pointer names the newest snapshot entry, which is in the stream.
+    pointer = await aredis.get(keys.checkpoint("BTCUSDT"))
+    entry = await aredis.xrange(keys.stream("BTCUSDT"), pointer, pointer)
+    assert entry and wire.decode(entry[0][1]).payload == wire.decode(_snap(30)).payload
+    assert await aredis.get(keys.checkpoint("ETHUSDT")) is None
+    assert writer.written == 40 + 14 + 3
+    newest = await aredis.xrevrange(keys.stream("BTCUSDT"), count=1)
+    assert writer.last_ids["BTCUSDT"] == newest[0][0]
+
+
+async def test_a_restarted_redis_without_the_script_is_reloaded(aredis: Redis) -> None:
+    writer = StreamWriter(aredis, maxlen=10_000, batch_size=5)
+    async with running(writer):
+        writer.append("BTCUSDT", "trade", _trade(1))
+        await writer.wait_idle()
+        await aredis.script_flush()  # as after a restart: EVALSHA answers NOSCRIPT
+        writer.append("BTCUSDT", "trade", _trade(2))
+        await writer.wait_idle()
+    assert await _ids(aredis, "BTCUSDT") == ["1", "2"]
+
+
+async def test_a_failing_symbol_does_not_hold_back_the_others_and_is_retried_in_order(
+    aredis: Redis,
+) -> None:
+    await aredis.set(keys.stream("BADUSDT"), "not a stream")  # XADD: WRONGTYPE
+    errors = metrics.WRITE_ERRORS._value.get()
+    writer = StreamWriter(aredis, maxlen=10_000, batch_size=50)
+    async with running(writer):
+        for n in range(10):
+            writer.append("BADUSDT", "trade", _trade(n))
+            writer.append("BTCUSDT", "trade", _trade(n))
+        await apoll(lambda: _has(aredis, "BTCUSDT", 10), 10, "the good symbol's entries")
+        assert metrics.WRITE_ERRORS._value.get() > errors
+        assert writer.pending == 10  # the failed part, still queued
+        for n in range(10, 15):
+            writer.append("BTCUSDT", "trade", _trade(n))
+        await apoll(lambda: _has(aredis, "BTCUSDT", 15), 10, "later entries")
+        await aredis.delete(keys.stream("BADUSDT"))
+        await writer.wait_idle()
+    assert await _ids(aredis, "BADUSDT") == [str(n) for n in range(10)]
+    assert await _ids(aredis, "BTCUSDT") == [str(n) for n in range(15)]
+
+
+async def _has(client: Redis, symbol: str, count: int) -> bool:
+    return int(await client.xlen(keys.stream(symbol))) == count
+
+
+async def test_a_batch_whose_reply_was_lost_is_not_written_twice(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    proxy = TcpProxy("127.0.0.1", redis_server.port).start()
+    direct = Redis.from_url(redis_url)
+    via_proxy = Redis.from_url(proxy.url)
+    try:
+        writer = StreamWriter(via_proxy, maxlen=10_000, batch_size=100, flush_interval_s=0.005)
+        async with running(writer):
+            writer.append("BTCUSDT", "trade", _trade(0))
+            await writer.wait_idle()
+            # Redis runs the next batch, but its reply never comes back: the connection
+            # drops first. The writer cannot know the batch landed and sends it again.
+            proxy.cut("hold_down")
+            for n in range(1, 6):
+                writer.append("BTCUSDT", "trade", _trade(n))
+                if n == 3:
+                    writer.append("BTCUSDT", "snap", _snap(n))
+            await apoll(lambda: _has(direct, "BTCUSDT", 7), 10, "the batch to run in Redis")
+            errors = metrics.WRITE_ERRORS._value.get()
+            proxy.cut("drop")
+            proxy.heal()
+            for n in range(6, 8):
+                writer.append("BTCUSDT", "trade", _trade(n))
+            await writer.wait_idle()
+            assert metrics.WRITE_ERRORS._value.get() > errors  # it did fail and retry
+        expected = ["0", "1", "2", "3", "snap3", "4", "5", "6", "7"]
+        assert await _ids(direct, "BTCUSDT") == expected
+        pointer = await direct.get(keys.checkpoint("BTCUSDT"))
+        ((_, fields),) = await direct.xrange(keys.stream("BTCUSDT"), pointer, pointer)
+        assert wire.decode(fields).kind == "snap"
+    finally:
+        await via_proxy.aclose()
+        await direct.aclose()
+        proxy.close()
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 500])
+async def test_any_batch_size_writes_the_same_stream(aredis: Redis, batch_size: int) -> None:
+    writer = StreamWriter(aredis, maxlen=10_000, batch_size=batch_size)
+    async with running(writer):
+        for n in range(25):
+            writer.append("BTCUSDT", "trade", _trade(n))
+        await writer.wait_idle()
+    assert await _ids(aredis, "BTCUSDT") == [str(n) for n in range(25)]
