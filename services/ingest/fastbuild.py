@@ -16,8 +16,7 @@ nanoseconds (Nautilus's ``millis_to_nanos`` goes through a double).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Sequence
 
 from nautilus_trader.model.data import OrderBookDelta, OrderBookDeltas, TradeTick
 from nautilus_trader.model.enums import AggressorSide, BookAction, OrderSide, RecordFlag
@@ -69,61 +68,54 @@ def scaled(text: str, precision: int) -> int:
 
 
 class LevelScaler:
-    """``scaled`` for one feed's book levels, memoised.
+    """``scaled`` for one feed's book levels, memoised, and the levels' Nautilus deltas.
 
     Book messages repeat the same few hundred price and size strings (the levels near
-    the top change over and over), so a dict lookup replaces most conversions. Only
-    successful conversions are remembered; each memo is emptied when it grows past
-    ``max_entries`` (a drifting market keeps adding prices).
+    the top change over and over), so a dict lookup replaces most conversions. Each memo
+    maps the venue text to ``(scaled int, Nautilus raw value)``. Only successful
+    conversions are remembered; each memo is emptied when it grows past ``max_entries``
+    (a drifting market keeps adding prices).
     """
 
     def __init__(self, pp: int, sp: int, max_entries: int = 100_000) -> None:
         self.pp = pp
         self.sp = sp
-        self._prices: dict[str, int] = {}
-        self._sizes: dict[str, int] = {}
+        self._prices: dict[str, tuple[int, int]] = {}
+        self._sizes: dict[str, tuple[int, int]] = {}
         self._max = max_entries
 
-    def pairs(self, pairs: Iterable[tuple[str, str]] | Iterable[list[str]]) -> list[Level]:
+    def pairs(self, pairs: Sequence[Sequence[str]]) -> list[Level]:
         """``[[price, size], ...]`` (Binance REST / Bybit) -> scaled ``(price, size)``."""
-        out: list[Level] = []
         prices, sizes = self._prices, self._sizes
-        for price, size in pairs:
-            px = prices.get(price)
-            if px is None:
-                px = self._price(price)
-            sz = sizes.get(size)
-            if sz is None:
-                sz = self._size(size)
-            out.append((px, sz))
-        return out
+        return [
+            ((prices.get(price) or self._price(price))[0], (sizes.get(size) or self._size(size))[0])
+            for price, size in pairs
+        ]
 
     def book(
         self,
         instrument_id: InstrumentId,
-        bids: Iterable[Any],
-        asks: Iterable[Any],
+        bids: Sequence[Sequence[str]],
+        asks: Sequence[Sequence[str]],
         sequence: int,
         ts_event: int,
         ts_init: int,
         snapshot: bool,
-        structs: bool = False,
     ) -> tuple[list[Level], list[Level], OrderBookDeltas | None]:
-        """One venue book message in one pass: its levels as ints and its Nautilus deltas.
+        """One venue book message: its levels as ints and its Nautilus deltas.
 
-        ``bids``/``asks`` hold ``[price, size]`` string pairs, or (``structs=True``)
-        structs with ``.price`` / ``.size`` (Nautilus's Binance diff schema). A snapshot's
-        deltas start with a CLEAR and add its levels (``F_SNAPSHOT``); a diff's update
-        (size > 0) or delete (size 0) levels; the last delta carries ``F_LAST``. A diff
-        without levels has no deltas (None).
+        ``bids``/``asks`` hold ``[price, size]`` string pairs. A snapshot's deltas start
+        with a CLEAR and add its levels (``F_SNAPSHOT``); a diff's update (size > 0) or
+        delete (size 0) levels; the last delta carries ``F_LAST``. A diff without levels
+        has no deltas (None).
         """
         out: list[OrderBookDelta] = []
         if snapshot:
             out.append(_clear(instrument_id, sequence, ts_event, ts_init))
         flags = _F_SNAPSHOT if snapshot else 0
-        head = (instrument_id, sequence, ts_event, ts_init, flags, snapshot, structs)
-        bid_levels = self._side(bids, _BUY, out, *head)
-        ask_levels = self._side(asks, _SELL, out, *head)
+        head = (out, instrument_id, sequence, ts_event, ts_init, flags, snapshot)
+        bid_levels = self._side(bids, _BUY, *head)
+        ask_levels = self._side(asks, _SELL, *head)
         if not out:
             return bid_levels, ask_levels, None
         if bid_levels or ask_levels:
@@ -146,7 +138,7 @@ class LevelScaler:
 
     def _side(
         self,
-        levels: Iterable[Any],
+        levels: Sequence[Sequence[str]],
         side: OrderSide,
         out: list[OrderBookDelta],
         instrument_id: InstrumentId,
@@ -155,35 +147,30 @@ class LevelScaler:
         ts_init: int,
         flags: int,
         snapshot: bool,
-        structs: bool,
     ) -> list[Level]:
+        """One side's levels -> scaled pairs; appends their deltas to ``out``.
+
+        The hot loop of ingest (every level of every book message): locals only, one
+        memo lookup per text, the raw values ready in the memo.
+        """
         prices, sizes = self._prices, self._sizes
         pp, sp = self.pp, self.sp
-        pf, sf = RAW_FACTOR[pp], RAW_FACTOR[sp]
         set_action = _ADD if snapshot else _UPDATE
         ints: list[Level] = []
         add_int = ints.append
         add_delta = out.append
-        for level in levels:
-            if structs:
-                price, size = level.price, level.size
-            else:
-                price, size = level
-            px = prices.get(price)
-            if px is None:
-                px = self._price(price)
-            sz = sizes.get(size)
-            if sz is None:
-                sz = self._size(size)
+        for price, size in levels:
+            px, px_raw = prices.get(price) or self._price(price)
+            sz, sz_raw = sizes.get(size) or self._size(size)
             add_int((px, sz))
             add_delta(
                 _from_raw(
                     instrument_id,
                     set_action if sz else _DELETE,
                     side,
-                    px * pf,
+                    px_raw,
                     pp,
-                    sz * sf,
+                    sz_raw,
                     sp,
                     0,
                     flags,
@@ -194,19 +181,19 @@ class LevelScaler:
             )
         return ints
 
-    def _price(self, text: str) -> int:
+    def _price(self, text: str) -> tuple[int, int]:
         value = scaled(text, self.pp)
         if len(self._prices) >= self._max:
             self._prices.clear()
-        self._prices[text] = value
-        return value
+        pair = self._prices[text] = (value, value * RAW_FACTOR[self.pp])
+        return pair
 
-    def _size(self, text: str) -> int:
+    def _size(self, text: str) -> tuple[int, int]:
         value = scaled(text, self.sp)
         if len(self._sizes) >= self._max:
             self._sizes.clear()
-        self._sizes[text] = value
-        return value
+        pair = self._sizes[text] = (value, value * RAW_FACTOR[self.sp])
+        return pair
 
 
 def trade_tick(

@@ -133,7 +133,7 @@ class FeedReplay:
             sink,  # type: ignore[arg-type]  # duck-typed StreamWriter
             self.log,
         )
-        parser = LineParser(feed, make_instrument(feed).id)  # as ReplayDataClient does
+        parser = LineParser(feed, make_instrument(feed).id, quotes=False)  # as the replay
         iid = feed.instrument_id
         for path in feed.files:
             for line in RecordedFile(path).lines():
@@ -144,7 +144,7 @@ class FeedReplay:
                     continue
                 for msg in msgs:
                     if isinstance(msg, QuoteMsg):
-                        continue  # bookTicker: not a wire entry (ingest only counts it)
+                        continue  # not with quotes=False; bookTicker is not a wire entry
                     # What ReplayDataClient._emit does, with the data engine's delivery
                     # to the Actor inlined.
                     side.push(iid, msg)

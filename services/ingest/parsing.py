@@ -23,7 +23,7 @@ import msgspec
 from nautilus_trader.adapters.binance.common.schemas.market import (
     BinanceDataMsgWrapper,
     BinanceDepth,
-    BinanceOrderBookMsg,
+    BinanceOrderBookData,
     BinanceQuoteMsg,
 )
 from nautilus_trader.adapters.binance.futures.schemas.market import BinanceFuturesTradeData
@@ -52,6 +52,22 @@ class FuturesTradeData(BinanceFuturesTradeData, frozen=True):
     """
 
     X: str = "MARKET"
+
+
+class DepthDiffData(BinanceOrderBookData, frozen=True):
+    """Nautilus's diff schema with each level read as a ``(price, size)`` pair.
+
+    The venue sends ``["price", "size"]`` arrays; Nautilus reads each into a small
+    struct, which costs more to build and to read than a tuple (ingest's hottest path).
+    """
+
+    b: list[tuple[str, str]]  # type: ignore[assignment]
+    a: list[tuple[str, str]]  # type: ignore[assignment]
+
+
+class DepthDiffMsg(msgspec.Struct, frozen=True):
+    stream: str
+    data: DepthDiffData
 
 
 class FuturesTradeMsg(msgspec.Struct, frozen=True):
@@ -117,9 +133,11 @@ class QuoteMsg:
 
 VenueMsg = BookMsg | TradeMsg | QuoteMsg
 
+_STREAM_HEAD = b'{"stream":"'
+_STREAM_AT = len(_STREAM_HEAD)
 _WRAPPER = msgspec.json.Decoder(BinanceDataMsgWrapper)
 _DEPTH_SNAPSHOT = msgspec.json.Decoder(BinanceDepth)
-_DEPTH_DIFF = msgspec.json.Decoder(BinanceOrderBookMsg)
+_DEPTH_DIFF = msgspec.json.Decoder(DepthDiffMsg)
 _QUOTE = msgspec.json.Decoder(BinanceQuoteMsg)
 _FUTURES_TRADE = msgspec.json.Decoder(FuturesTradeMsg)
 _SPOT_TRADE = msgspec.json.Decoder(BinanceSpotTradeMsg)
@@ -131,13 +149,19 @@ _BYBIT_TOPIC = msgspec.json.Decoder(BybitTopic)
 class LineParser:
     """Parses one feed's lines, in order (it keeps the feed's exchange-time watermark)."""
 
-    def __init__(self, feed: Feed, instrument_id: InstrumentId | None = None) -> None:
+    def __init__(
+        self, feed: Feed, instrument_id: InstrumentId | None = None, quotes: bool = True
+    ) -> None:
+        """``quotes=False``: bookTicker lines are only counted (``quotes_skipped``), not
+        parsed; the replay has no use for them (live mode does not subscribe to them)."""
         self.feed = feed
         self.instrument_id = instrument_id or InstrumentId.from_str(feed.instrument_id)
         self._pp = feed.price_precision
         self._sp = feed.size_precision
         self._levels = LevelScaler(self._pp, self._sp)
         self._stream_prefix = feed.raw_symbol.lower() + "@"
+        self._quotes = quotes
+        self.quotes_skipped = 0
         #: Newest exchange time seen: the event time of a message that carries none
         #: (the Binance spot REST snapshot), so it sorts where it arrived.
         self.watermark_ns = 0
@@ -156,7 +180,8 @@ class LineParser:
             if self.feed.venue == "BYBIT":
                 msgs = self._parse_bybit(line)
             else:
-                msgs = [self._parse_binance(line)]
+                msg = self._parse_binance(line)
+                msgs = [msg] if msg is not None else []
         except ParseRejection:
             raise
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -172,11 +197,15 @@ class LineParser:
 
     # -- Binance ------------------------------------------------------------------------
 
-    def _parse_binance(self, line: RawLine) -> VenueMsg:
-        if line.recv_ns is None:
+    def _parse_binance(self, line: RawLine) -> VenueMsg | None:
+        """One combined-stream message (None: a bookTicker with ``quotes=False``)."""
+        recv, raw, _ = line
+        if recv is None:
             raise ParseRejection("framing", f"line {line.lineno}: no receive timestamp")
-        recv = line.recv_ns
-        stream = _WRAPPER.decode(line.raw).stream
+        # The recorder writes the stream name first: read it without decoding the line
+        # twice (the message's own schema still checks all of it, ``stream`` included).
+        end = raw.find(b'"', _STREAM_AT) if raw.startswith(_STREAM_HEAD) else -1
+        stream = raw[_STREAM_AT:end].decode() if end > 0 else _WRAPPER.decode(raw).stream
         if stream is None:
             return self._binance_snapshot(line.raw, recv)
         if not stream.startswith(self._stream_prefix):
@@ -187,6 +216,9 @@ class LineParser:
         if channel == "trade":
             return self._binance_trade(line.raw, recv)
         if channel == "bookTicker":
+            if not self._quotes:
+                self.quotes_skipped += 1
+                return None
             quote = _QUOTE.decode(line.raw).data
             self._check_symbol(quote.s)
             event = quote.T * _MS if quote.T else self.watermark_ns or recv
@@ -218,7 +250,7 @@ class LineParser:
             pu = data.U - 1
         event = (data.T or data.E) * _MS
         bids, asks, deltas = self._levels.book(
-            self.instrument_id, data.b, data.a, data.u, event, recv, False, structs=True
+            self.instrument_id, data.b, data.a, data.u, event, recv, False
         )
         return BookMsg(False, data.U, data.u, pu, event, recv, deltas, bids, asks)
 

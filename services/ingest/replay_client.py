@@ -151,7 +151,8 @@ class ReplayDataClient(LiveMarketDataClient):
         self, index: int, feed: Feed
     ) -> Iterator[tuple[int, int, BookMsg | TradeMsg]]:
         """(merge key, feed index, message) of one feed, in file order."""
-        parser = LineParser(feed, self._instruments[feed.instrument_id].id)
+        # bookTicker lines are counted, not parsed: live mode does not subscribe to them.
+        parser = LineParser(feed, self._instruments[feed.instrument_id].id, quotes=False)
         key = 0
         book_tickers = metrics.MESSAGES.labels(feed.symbol, "book_ticker")
         for path in feed.files:
@@ -172,10 +173,14 @@ class ReplayDataClient(LiveMarketDataClient):
                             error=str(exc)[:200],
                         )
                     continue
+                if not msgs:
+                    if parser.quotes_skipped:
+                        book_tickers.inc(parser.quotes_skipped)
+                        parser.quotes_skipped = 0
+                    continue
                 for msg in msgs:
                     if isinstance(msg, QuoteMsg):
-                        book_tickers.inc()
-                        continue
+                        continue  # not with quotes=False
                     key = max(key, msg.event_ns)
                     yield key, index, msg
 

@@ -12,7 +12,7 @@ from ingest_support import BYBIT, DEMO, SPOT_2023
 from services.ingest.convert import OffGridError, levels_of, scale_raw, scale_text
 from services.ingest.feeds import Feed
 from services.ingest.parsing import BookMsg, LineParser, ParseRejection, QuoteMsg, TradeMsg
-from services.ingest.recorded import RawLine, RecordedFile
+from services.ingest.recorded import RawLine, RecordedFile, gzip_lines
 
 USDM = Feed("BINANCE", "usdm", "BTCUSDT", "BTCUSDT", 1, 3)
 SPOT = Feed("BINANCE", "spot", "BTCUSDT", "BTCUSDT", 2, 8)
@@ -193,3 +193,52 @@ def test_scaling_is_exact_and_refuses_finer_values() -> None:
     assert scale_raw(Price.from_str("63943.9").raw, 1) == 639439
     with pytest.raises(OffGridError):
         scale_raw(Price.from_str("63943.95").raw, 1)
+
+
+def test_compact_recorded_json_and_spaced_json_parse_the_same() -> None:
+    """The recorder's compact lines take the stream-name fast path; others decode fully."""
+    compact = line(json.dumps(DIFF, separators=(",", ":")).encode())
+    spaced = line(DIFF)
+    assert compact.raw.startswith(b'{"stream":"') and not spaced.raw.startswith(b'{"stream":"')
+    a, b = LineParser(USDM).parse(compact), LineParser(USDM).parse(spaced)
+    assert isinstance(a, BookMsg) and isinstance(b, BookMsg)
+    fields = ("U", "u", "pu", "bids", "asks", "event_ns")
+    assert [getattr(a, f) for f in fields] == [getattr(b, f) for f in fields]
+    other = dict(DIFF, stream="ethusdt@depth@0ms")
+    for raw in (json.dumps(other).encode(), json.dumps(other, separators=(",", ":")).encode()):
+        with pytest.raises(ParseRejection) as exc:
+            LineParser(USDM).parse(line(raw))
+        assert exc.value.reason == "unknown_stream"
+
+
+def test_quotes_false_counts_book_tickers_and_parses_everything_else_the_same() -> None:
+    lines = list(RecordedFile(DEMO / "binance-usdm/BTCUSDT/btcusdt_20240718.gz").lines())[:3000]
+    usdm = Feed("BINANCE", "usdm", "BTCUSDT", "BTCUSDT", 1, 3)
+    full, lean = LineParser(usdm), LineParser(usdm, quotes=False)
+    kept: list[tuple[object, ...]] = []
+    quotes = 0
+    for raw_line in lines:
+        for msg in full.parse_all(raw_line):
+            if isinstance(msg, QuoteMsg):
+                quotes += 1
+            else:
+                kept.append((type(msg).__name__, msg.event_ns, msg.recv_ns))
+    lean_msgs = [m for raw_line in lines for m in lean.parse_all(raw_line)]
+    assert quotes > 100 and lean.quotes_skipped == quotes
+    assert not any(isinstance(m, QuoteMsg) for m in lean_msgs)
+    assert [(type(m).__name__, m.event_ns, m.recv_ns) for m in lean_msgs] == kept
+
+
+def test_gzip_lines_equal_gzipfile_across_chunk_and_member_boundaries(tmp_path: Path) -> None:
+    body = b"".join(b'%d {"n":%d}\n' % (T0 + n, n) for n in range(3000))
+    path = tmp_path / "two-members.gz"
+    path.write_bytes(gzip.compress(body[:20_001]) + gzip.compress(body[20_001:]))
+    expected = [x.strip() for x in gzip.decompress(path.read_bytes()).split(b"\n") if x.strip()]
+    for chunk in (7, 4096, 1 << 18):
+        with path.open("rb") as fileobj:
+            got = [x.strip() for x in gzip_lines(fileobj, chunk) if x.strip()]
+        assert got == expected, chunk
+    kit = DEMO / "binance-usdm/ETHUSDT/ethusdt_20240718.gz"
+    with gzip.open(kit) as stream:
+        reference = [x.strip() for x in stream if x.strip()]
+    assert [x.raw for x in RecordedFile(kit).lines()] == [x.partition(b" ")[2] for x in reference]
