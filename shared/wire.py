@@ -105,6 +105,7 @@ _PAYLOAD_TYPES: dict[str, type[Payload]] = {
     "status": StatusPayload,
 }
 _KIND_OF: dict[type, str] = {t: k for k, t in _PAYLOAD_TYPES.items()}
+_KIND_BYTES: dict[type, bytes] = {t: k.encode() for t, k in _KIND_OF.items()}
 _DECODERS = {k: msgspec.msgpack.Decoder(t) for k, t in _PAYLOAD_TYPES.items()}
 _ENCODER = msgspec.msgpack.Encoder()
 _VERSION_BYTES = str(WIRE_VERSION).encode()
@@ -123,9 +124,9 @@ def encode(payload: Payload, event_ns: int, recv_ns: int) -> dict[bytes, bytes]:
     """Encode one entry as the field map for ``XADD``."""
     return {
         b"v": _VERSION_BYTES,
-        b"k": _KIND_OF[type(payload)].encode(),
-        b"et": str(event_ns).encode(),
-        b"rt": str(recv_ns).encode(),
+        b"k": _KIND_BYTES[type(payload)],
+        b"et": b"%d" % event_ns,
+        b"rt": b"%d" % recv_ns,
         b"p": _ENCODER.encode(payload),
     }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -64,7 +65,7 @@ class Feed:
     size_precision: int
     files: tuple[Path, ...] = field(default=())
 
-    @property
+    @cached_property  # read once per message on the hot path
     def instrument_id(self) -> str:
         """Nautilus instrument id string, as Nautilus's own adapters spell it."""
         if self.venue == "BINANCE":
@@ -73,7 +74,7 @@ class Feed:
         suffix = "-LINEAR" if self.market == "linear" else "-SPOT"
         return f"{self.raw_symbol}{suffix}.BYBIT"
 
-    @property
+    @cached_property
     def is_futures(self) -> bool:
         return self.venue == "BINANCE" and self.market in ("usdm", "coinm")
 

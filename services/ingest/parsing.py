@@ -161,6 +161,7 @@ class LineParser:
         self._levels = LevelScaler(self._pp, self._sp)
         self._stream_prefix = feed.raw_symbol.lower() + "@"
         self._quotes = quotes
+        self._bybit = feed.venue == "BYBIT"
         self.quotes_skipped = 0
         #: Newest exchange time seen: the event time of a message that carries none
         #: (the Binance spot REST snapshot), so it sorts where it arrived.
@@ -176,12 +177,14 @@ class LineParser:
     def parse_all(self, line: RawLine) -> list[VenueMsg]:
         """Parse one line (a Bybit trade message holds several trades) or raise."""
         try:
-            msgs: list[VenueMsg]
-            if self.feed.venue == "BYBIT":
-                msgs = self._parse_bybit(line)
-            else:
+            if not self._bybit:  # one message per line: the common case, kept short
                 msg = self._parse_binance(line)
-                msgs = [msg] if msg is not None else []
+                if msg is None:
+                    return []
+                if msg.event_ns > self.watermark_ns:
+                    self.watermark_ns = msg.event_ns
+                return [msg]
+            msgs = self._parse_bybit(line)
         except ParseRejection:
             raise
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:

@@ -8,12 +8,16 @@
 
 from __future__ import annotations
 
+import queue
 import re
+import threading
 import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, Any, NamedTuple, TypeVar
+
+T = TypeVar("T")
 
 #: Below this a local timestamp is microseconds (ns since 1970 passed 1e17 in 1973).
 _NS_THRESHOLD = 10**17
@@ -93,14 +97,22 @@ def gzip_lines(fileobj: IO[bytes], chunk: int = GZIP_CHUNK) -> Iterator[bytes]:
     """The lines of a gzip file (members concatenated), without their ``\\n``.
 
     A truncated or corrupt file ends the lines where its readable data ends; the cut
-    last line is still yielded (the parser counts it as malformed).
+    last line is still yielded (the parser counts it as malformed). Reading and
+    inflating run a few chunks ahead in a thread (zlib releases the GIL, so that work
+    moves off the event loop's core).
     """
-    inflate = zlib.decompressobj(wbits=31)
     tail = b""
-    while True:
-        data = fileobj.read(chunk)
-        if not data:
-            break
+    for out in prefetched(_inflated(fileobj, chunk), depth=4):
+        lines = (tail + out).split(b"\n")
+        tail = lines.pop()
+        yield from lines
+    if tail:
+        yield tail
+
+
+def _inflated(fileobj: IO[bytes], chunk: int) -> Iterator[bytes]:
+    inflate = zlib.decompressobj(wbits=31)
+    while data := fileobj.read(chunk):
         try:
             out = inflate.decompress(data)
             while inflate.eof and inflate.unused_data:  # the next gzip member
@@ -108,12 +120,50 @@ def gzip_lines(fileobj: IO[bytes], chunk: int = GZIP_CHUNK) -> Iterator[bytes]:
                 inflate = zlib.decompressobj(wbits=31)
                 out += inflate.decompress(rest)
         except zlib.error:
-            break
-        lines = (tail + out).split(b"\n")
-        tail = lines.pop()
-        yield from lines
-    if tail:
-        yield tail
+            return
+        yield out
+
+
+_DONE = object()
+
+
+def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
+    """``items``, produced up to ``depth`` ahead by a daemon thread.
+
+    An exception in the producer is raised here, in order. Closing this generator
+    early (the consumer stops) stops the producer at its next item.
+    """
+    handoff: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item: Any) -> bool:
+        """Hand ``item`` over; False once the consumer has stopped."""
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer(item):
+                    return
+            offer(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            offer(exc)
+
+    thread = threading.Thread(target=produce, name="recorded-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (item := handoff.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
 
 
 def _safe_lines(stream: Any) -> Iterator[bytes]:

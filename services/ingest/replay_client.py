@@ -43,6 +43,8 @@ REPLAY_CLIENT_ID = "REPLAY"
 #: (e.g. between two recordings of different days replayed back to back).
 MAX_IDLE_S = 60.0
 _YIELD_EVERY = 200
+#: bookTicker lines are counted into the metric in steps of this (a lock per line costs).
+_COUNT_EVERY = 256
 
 
 class ReplayClientConfig(LiveDataClientConfig, frozen=True):
@@ -174,7 +176,7 @@ class ReplayDataClient(LiveMarketDataClient):
                         )
                     continue
                 if not msgs:
-                    if parser.quotes_skipped:
+                    if parser.quotes_skipped >= _COUNT_EVERY:
                         book_tickers.inc(parser.quotes_skipped)
                         parser.quotes_skipped = 0
                     continue
@@ -183,10 +185,16 @@ class ReplayDataClient(LiveMarketDataClient):
                         continue  # not with quotes=False
                     key = max(key, msg.event_ns)
                     yield key, index, msg
+            book_tickers.inc(parser.quotes_skipped)
+            parser.quotes_skipped = 0
 
     async def _replay(self) -> None:
         streams = [self._feed_messages(i, feed) for i, feed in enumerate(self._feeds)]
-        merged = heapq.merge(*streams, key=lambda item: (item[0], item[1]))
+        merged = (
+            streams[0]  # one feed: nothing to merge
+            if len(streams) == 1
+            else heapq.merge(*streams, key=lambda item: (item[0], item[1]))
+        )
         base_key: int | None = None
         base_wall = 0.0
         speed = self._speed

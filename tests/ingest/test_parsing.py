@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,8 @@ from ingest_support import BYBIT, DEMO, SPOT_2023
 from services.ingest.convert import OffGridError, levels_of, scale_raw, scale_text
 from services.ingest.feeds import Feed
 from services.ingest.parsing import BookMsg, LineParser, ParseRejection, QuoteMsg, TradeMsg
-from services.ingest.recorded import RawLine, RecordedFile, gzip_lines
+from services.ingest.recorded import RawLine, RecordedFile, gzip_lines, prefetched
+from tests.support.polling import poll
 
 USDM = Feed("BINANCE", "usdm", "BTCUSDT", "BTCUSDT", 1, 3)
 SPOT = Feed("BINANCE", "spot", "BTCUSDT", "BTCUSDT", 2, 8)
@@ -242,3 +245,35 @@ def test_gzip_lines_equal_gzipfile_across_chunk_and_member_boundaries(tmp_path: 
     with gzip.open(kit) as stream:
         reference = [x.strip() for x in stream if x.strip()]
     assert [x.raw for x in RecordedFile(kit).lines()] == [x.partition(b" ")[2] for x in reference]
+
+
+def test_prefetched_keeps_order_raises_in_order_and_stops_when_closed() -> None:
+    assert list(prefetched(iter(range(1000)), depth=3)) == list(range(1000))
+
+    def failing() -> Iterator[int]:
+        yield 1
+        raise OSError("disk gone")
+
+    got: list[int] = []
+    with pytest.raises(OSError, match="disk gone"):
+        for item in prefetched(failing(), depth=2):
+            got.append(item)
+    assert got == [1]
+    produced: list[int] = []
+
+    def endless() -> Iterator[int]:
+        n = 0
+        while True:
+            produced.append(n)
+            yield n
+            n += 1
+
+    stream = prefetched(endless(), depth=2)
+    assert [next(stream) for _ in range(5)] == [0, 1, 2, 3, 4]
+    stream.close()
+
+    def prefetch_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "recorded-prefetch"]
+
+    poll(lambda: not prefetch_threads(), timeout=5, what="the producer thread to stop")
+    assert len(produced) <= 5 + 2 + 2  # it read ahead by at most the depth, then stopped
