@@ -1,23 +1,31 @@
 """Ingest throughput: venue messages and level changes parsed + appended to Redis per second.
 
 Runs ``python -m services.ingest`` (replay, C8_INGEST_SPEED=max) against a private
-redis-server, then measures from the stream itself: the wall time between the first and
-the last entry id (Redis stamps ids with its clock in ms), so process start-up and
-Nautilus's import time are excluded. Beside it, the same server's ``redis-benchmark -t
-xadd`` ceiling, unpipelined and pipelined like ingest's batches.
+redis-server, then measures from the streams themselves: the wall time between the first
+and the last entry id (Redis stamps ids with its clock in ms), so process start-up and
+Nautilus's import time are excluded. Beside it, the same server's ``redis-benchmark``
+XADD ceiling (50 clients), unpipelined and pipelined.
 
-    uv run python bench/ingest_throughput.py                 # COIN-M BTC session (largest)
-    uv run python bench/ingest_throughput.py FILE [FILE...]  # any recorded files
+The same recordings are ingested twice: by one process, and by the ingest tier scaled
+out to ``--processes`` processes (default 2, the cores of this machine), each owning
+whole feeds (symbols), as ingest scales in deployment. The scaled-out rate is the total
+over the union of the processes' append windows, so an unbalanced split counts against it.
+
+    uv run python bench/ingest_throughput.py                  # kit sessions, 1 and 2 processes
+    uv run python bench/ingest_throughput.py --processes 1    # one process only
+    uv run python bench/ingest_throughput.py FILE [FILE...]   # any recorded files
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -30,41 +38,80 @@ from shared import keys  # noqa: E402
 from shared.wire import DeltaPayload, SnapPayload, decode  # noqa: E402
 
 KIT = REPO.parent / "shared" / "data"
+#: Three feeds, ~100k entries: COIN-M BTC (2 days), USD-M BTC (1 day), USD-M ETH (2 days).
 DEFAULT = [
     KIT / "binance-coinm/BTCUSD_PERP/btcusd_perp_20240808.gz",
     KIT / "binance-coinm/BTCUSD_PERP/btcusd_perp_20240809.gz",
+    KIT / "binance-usdm/BTCUSDT/btcusdt_20240808.gz",
+    KIT / "binance-usdm/ETHUSDT/ethusdt_20240718.gz",
+    KIT / "binance-usdm/ETHUSDT/ethusdt_20240719.gz",
 ]
 
 
-def run_ingest(server: RedisServer, files: list[Path]) -> float:
-    env = {
+@dataclass
+class Run:
+    processes: int
+    messages: int  # venue messages written: depth diffs, venue snapshots, trades
+    levels: int
+    entries: int
+    window_s: float
+    payload_bytes: int  # median
+    wall_s: float  # process start to exit, start-up included
+
+    @property
+    def rate(self) -> float:
+        return self.entries / self.window_s
+
+
+def split_feeds(files: list[Path], parts: int) -> list[list[Path]]:
+    """Whole feeds (a symbol's files) spread over ``parts`` groups, largest first."""
+    feeds: dict[Path, list[Path]] = {}
+    for path in files:
+        feeds.setdefault(path.parent, []).append(path)
+    groups: list[list[Path]] = [[] for _ in range(min(parts, len(feeds)))]
+    sizes = [0] * len(groups)
+    for feed in sorted(feeds.values(), key=lambda f: -sum(p.stat().st_size for p in f)):
+        smallest = sizes.index(min(sizes))
+        groups[smallest] += feed
+        sizes[smallest] += sum(p.stat().st_size for p in feed)
+    return groups
+
+
+def run_ingest(server: RedisServer, groups: list[list[Path]]) -> float:
+    """Run one ingest process per group, all at once; the wall time until all exited."""
+    base = {
         **os.environ,
         "C8_REDIS_URL": server.url,
-        "C8_INGEST_REPLAY_FILES": ",".join(str(f) for f in files),
         "C8_INGEST_SPEED": "max",
         "C8_INGEST_EXIT_AT_END": "true",
         "C8_INGEST_NAUTILUS_LOG_LEVEL": "ERROR",
         "C8_LOG_LEVEL": "WARNING",
+        "C8_METRICS_PORT": "0",
     }
     started = time.monotonic()
-    subprocess.run(
-        [sys.executable, "-m", "services.ingest"],
-        cwd=REPO,
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "services.ingest"],
+            cwd=REPO,
+            env={**base, "C8_INGEST_REPLAY_FILES": ",".join(str(f) for f in group)},
+            stdout=subprocess.DEVNULL,
+        )
+        for group in groups
+    ]
+    codes = [proc.wait() for proc in procs]
+    if any(codes):
+        raise SystemExit(f"ingest exited with {codes}")
     return time.monotonic() - started
 
 
-def stream_numbers(client: redis.Redis) -> tuple[int, int, int, float, int]:
-    """(venue messages, level changes, entries, append seconds, median payload bytes)."""
+def measure(server: RedisServer, groups: list[list[Path]]) -> Run:
+    wall = run_ingest(server, groups)
+    client = redis.Redis.from_url(server.url)
     messages = levels = entries = 0
     sizes: list[int] = []
     first_ms, last_ms = None, None
     for raw_symbol in client.hkeys(keys.SYMBOLS):
-        symbol = raw_symbol.decode()
-        rows = client.xrange(keys.stream(symbol))
+        rows = client.xrange(keys.stream(raw_symbol.decode()))
         entries += len(rows)
         for entry_id, fields in rows:
             ms = int(entry_id.split(b"-")[0])
@@ -78,9 +125,11 @@ def stream_numbers(client: redis.Redis) -> tuple[int, int, int, float, int]:
                 levels += len(p.b) + len(p.a)
             elif entry.kind == "trade":
                 messages += 1
-    wall = ((last_ms or 0) - (first_ms or 0)) / 1000 or 1e-3
+    client.flushall()
+    client.close()
+    window = ((last_ms or 0) - (first_ms or 0)) / 1000 or 1e-3
     sizes.sort()
-    return messages, levels, entries, wall, sizes[len(sizes) // 2] if sizes else 0
+    return Run(len(groups), messages, levels, entries, window, sizes[len(sizes) // 2], wall)
 
 
 def xadd_ceiling(server: RedisServer, pipeline: int, payload_bytes: int) -> float:
@@ -101,37 +150,44 @@ def xadd_ceiling(server: RedisServer, pipeline: int, payload_bytes: int) -> floa
 
 
 def main() -> None:
-    files = [Path(a) for a in sys.argv[1:]] or DEFAULT
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("files", nargs="*", type=Path)
+    parser.add_argument("--processes", type=int, default=2, help="scaled-out run (1: skip it)")
+    args = parser.parse_args()
+    files = args.files or DEFAULT
     with RedisServer() as server:
-        total = run_ingest(server, files)
-        client = redis.Redis.from_url(server.url)
-        messages, levels, entries, wall, payload = stream_numbers(client)
-        client.flushall()
-        client.close()
+        runs = [measure(server, [files])]
+        if args.processes > 1:
+            runs.append(measure(server, split_feeds(files, args.processes)))
+        payload = runs[0].payload_bytes
         # The machine is shared: the median of three runs of each ceiling.
         plain = statistics.median(xadd_ceiling(server, 1, payload) for _ in range(3))
         piped = statistics.median(xadd_ceiling(server, 500, payload) for _ in range(3))
-    rate = entries / wall
     print(f"files: {', '.join(f.name for f in files)}")
-    print(f"process wall time (incl. ~4 s start-up): {total:.1f} s; append window {wall:.2f} s")
     print(
-        f"venue messages written (depth + snapshot + trades; bookTicker lines are parsed "
-        f"but not written): {messages:,} -> {messages / wall:,.0f}/s"
+        "venue messages = depth diffs + venue snapshots + trades written (bookTicker lines "
+        "are read and counted, not written)"
     )
-    print(f"level changes: {levels:,} -> {levels / wall:,.0f}/s")
-    print(f"stream entries: {entries:,} -> {rate:,.0f}/s")
     print(
-        f"median payload {payload} B; redis-benchmark XADD of that shape "
-        "(50 clients, median of 3 runs):"
+        f"median payload {payload} B; redis-benchmark XADD of that shape (50 clients, "
+        f"median of 3 runs): {plain:,.0f}/s unpipelined, {piped:,.0f}/s at -P 500"
     )
-    print(f"  ceiling {plain:,.0f}/s unpipelined, {piped:,.0f}/s at -P 500")
-    # Ingest pipelines its XADDs (batches of C8_INGEST_BATCH_SIZE) but is one Python
-    # process doing all the parsing too: the unpipelined ceiling is the goal's yardstick
-    # (issue #4: >= 0.3); the pipelined one shows how far from Redis's own limit it is.
-    print(
-        f"ingest entries/s / ceiling: {rate / plain:.2f} of the UNPIPELINED ceiling "
-        f"(goal >= 0.3), {rate / piped:.3f} of the -P 500 ceiling"
-    )
+    for run in runs:
+        label = "1 process" if run.processes == 1 else f"{run.processes} processes"
+        per_s = run.messages / run.window_s
+        print(
+            f"{label:>12}: {run.messages:,} venue messages -> {per_s:,.0f}/s, "
+            f"{run.levels:,} level changes -> {run.levels / run.window_s:,.0f}/s, "
+            f"{run.entries:,} entries -> {run.rate:,.0f}/s in {run.window_s:.2f} s "
+            f"(process wall {run.wall_s:.1f} s with start-up)"
+        )
+        # Ingest pipelines its appends (one Lua call per symbol and batch); the
+        # unpipelined ceiling is the goal's yardstick (issue #4: >= 0.3), the pipelined
+        # one shows how far from Redis's own limit it is.
+        print(
+            f"{'':>12}  entries/s / ceiling: {run.rate / plain:.2f} of the UNPIPELINED "
+            f"(goal >= 0.3), {run.rate / piped:.3f} of the -P 500"
+        )
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ ENTRIES = Counter(
     ["symbol", "kind"],
 )
 WRITE_ERRORS = Counter(
-    "context8_ingest_stream_write_errors_total", "Failed pipelined XADD batches (retried)."
+    "context8_ingest_stream_write_errors_total", "Failed append calls or batches (retried)."
 )
 PENDING = Gauge("context8_ingest_pending_entries", "Entries waiting to be written to Redis.")
 LAG = HotHistogram(
