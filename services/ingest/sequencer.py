@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
+from heapq import heapify, heappop, heappush
 from typing import Literal
 
 Level = tuple[int, int]
@@ -119,6 +120,11 @@ class BookSequencer:
     asks: dict[int, int] = field(default_factory=dict)
     best_bid: int | None = None
     best_ask: int | None = None
+    #: Every price of ``bids`` (negated) / ``asks`` as a heap, plus prices already
+    #: removed (dropped lazily): the next best level when the best one goes, in
+    #: O(log n) instead of a scan of the whole side.
+    _bid_heap: list[int] = field(default_factory=list)
+    _ask_heap: list[int] = field(default_factory=list)
     #: Update id of the snapshot the book was built from, and of the last applied diff.
     snapshot_u: int | None = None
     last_u: int | None = None
@@ -176,8 +182,7 @@ class BookSequencer:
         buffered (and those it covers dropped) instead of applied to a stale book.
         """
         if self.phase == "ok":
-            self.bids, self.asks = {}, {}
-            self.best_bid = self.best_ask = None
+            self._set_book({}, {})
             self.last_u = None
         self.phase = "degraded"
         return [StatusOut("degraded", reason, event_ns, recv_ns)]
@@ -193,10 +198,7 @@ class BookSequencer:
     def _on_snapshot(self, upd: BookUpdate) -> list[Output]:
         out: list[Output] = []
         recovering = self.phase == "degraded"
-        self.bids = {p: s for p, s in upd.bids if s > 0}
-        self.asks = {p: s for p, s in upd.asks if s > 0}
-        self.best_bid = max(self.bids) if self.bids else None
-        self.best_ask = min(self.asks) if self.asks else None
+        self._set_book({p: s for p, s in upd.bids if s > 0}, {p: s for p, s in upd.asks if s > 0})
         self.snapshot_u = upd.u
         self.last_u = None
         self.stats.snapshots += 1
@@ -286,20 +288,38 @@ class BookSequencer:
         self.stats.applied += 1
         out.append(DeltaOut(upd.U, upd.u, upd.pu, upd.bids, upd.asks, upd.event_ns, upd.recv_ns))
 
+    def _set_book(self, bids: dict[int, int], asks: dict[int, int]) -> None:
+        self.bids, self.asks = bids, asks
+        self._bid_heap = [-p for p in bids]
+        self._ask_heap = list(asks)
+        heapify(self._bid_heap)
+        heapify(self._ask_heap)
+        self.best_bid = max(bids) if bids else None
+        self.best_ask = min(asks) if asks else None
+
     def _apply(self, levels: list[Level], side: dict[int, int], is_bid: bool) -> None:
         best = self.best_bid if is_bid else self.best_ask
-        recompute = False
+        heap = self._bid_heap if is_bid else self._ask_heap
+        sign = -1 if is_bid else 1
+        best_gone = False
         for price, size in levels:
             if size == 0:
                 if side.pop(price, None) is not None and price == best:
-                    recompute = True
+                    best_gone = True
             else:
+                if price not in side:
+                    heappush(heap, sign * price)
                 side[price] = size
                 if best is None or (price > best if is_bid else price < best):
                     best = price
-                    recompute = False
-        if recompute:
-            best = (max(side) if is_bid else min(side)) if side else None
+                    best_gone = False
+        if best_gone:
+            while heap and sign * heap[0] not in side:
+                heappop(heap)
+            best = sign * heap[0] if heap else None
+        if len(heap) > 2 * len(side) + 64:  # mostly removed prices: rebuild
+            heap[:] = [sign * p for p in side]
+            heapify(heap)
         if is_bid:
             self.best_bid = best
         else:
@@ -316,8 +336,7 @@ class BookSequencer:
         """Drop the book; wait for the next snapshot (newer diffs are kept for it)."""
         self.phase = "degraded"
         self.stats.resyncs += 1
-        self.bids, self.asks = {}, {}
-        self.best_bid = self.best_ask = None
+        self._set_book({}, {})
         self.last_u = None
         self._buffer.clear()
         if keep:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from services.ingest.sequencer import (
     BookSequencer,
     BookUpdate,
@@ -180,3 +183,31 @@ def test_invalidate_forces_a_resync() -> None:
     assert kinds(seq.invalidate("ids lost", 1, 1)) == ["resync"]
     assert seq.invalidate("again", 1, 1) == []
     assert seq.stats.gaps == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),  # bid side?
+            st.lists(st.tuples(st.integers(1, 40), st.integers(0, 3)), max_size=8),
+        ),
+        max_size=80,
+    )
+)
+def test_best_levels_always_equal_a_full_scan(updates: list[tuple[bool, Levels]]) -> None:
+    """The heap-kept best bid / ask equal max(bids) / min(asks) after every diff.
+
+    Bids live below 50 and asks above 50, so the book never crosses and every diff
+    applies; prices are removed and re-added many times (lazy heap entries, rebuilds).
+    """
+    seq = BookSequencer(Rule.NEXT_ID)
+    seq.on_update(snap(1, [(10, 1)], [(60, 1)]))
+    u = 1
+    for is_bid, levels in updates:
+        u += 1
+        side = [(p if is_bid else p + 50, s) for p, s in levels]
+        seq.on_update(diff(u, u, u - 1, bids=side if is_bid else [], asks=[] if is_bid else side))
+        assert seq.phase == "ok"
+        assert seq.best_bid == (max(seq.bids) if seq.bids else None)
+        assert seq.best_ask == (min(seq.asks) if seq.asks else None)
