@@ -236,3 +236,34 @@ def test_unknown_live_symbol_is_a_clear_startup_error(redis_url: str, tmp_path: 
     client = redis.Redis.from_url(redis_url)
     assert client.exists(keys.SYMBOLS) == 0  # failed before touching anything
     client.close()
+
+
+def test_two_processes_owning_one_feed_each_write_what_one_process_would(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Ingest scales out by feed: each process's stream equals the single-process output."""
+    from services.ingest.offline import offline_entries
+
+    files = {"BTCUSDT": _cut(BTC[0], tmp_path, 4000), "ETHUSDT": _cut(ETH[0], tmp_path, 4000)}
+    procs = [
+        start_ingest(
+            redis_url,
+            tmp_path / f"ingest-{symbol}.log",
+            ingest_replay_files=str(path),
+            ingest_speed="max",
+            ingest_exit_at_end="true",
+        )
+        for symbol, path in files.items()
+    ]
+    for proc, symbol in zip(procs, files, strict=True):
+        log = (tmp_path / f"ingest-{symbol}.log").read_text
+        assert proc.wait(timeout=90) == 0, log()[-3000:]
+    client = redis.Redis.from_url(redis_url)
+    expected = offline_entries(list(files.values()))
+    assert sorted(k.decode() for k in client.hkeys(keys.SYMBOLS)) == sorted(files)
+    for symbol in files:
+        got = [e for _, e in stream_entries(client, symbol)]
+        check_stream_consistency(stream_entries(client, symbol))
+        assert len(got) > 1000
+        assert got == expected[symbol]
+    client.close()
