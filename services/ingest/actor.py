@@ -11,7 +11,9 @@ clock of the mode:
 * ``stall_clock="wall"`` (live): a watchdog task started in ``on_start`` checks the
   monotonic clock; a stall writes ``status: degraded``, drops the sequencer's book and
   asks the data client for a fresh snapshot (the gap path, with its back-off), again
-  every limit while the feed stays silent. The snapshot brings ``snap`` + ``ok``.
+  every limit while the feed stays silent. The snapshot brings ``snap``; ``ok`` comes
+  with it when it arrived over the socket (Bybit), else (a REST snapshot) only with the
+  first live diff applied on top of it (``_hold_ok_until_flow``).
 * ``stall_clock="event"`` (replay, offline): each message of the symbol advances its
   exchange clock; a silence over the limit writes ``status: degraded`` stamped at the
   stall's onset + limit. The book is kept: the recorded sequence chain is authoritative,
@@ -93,6 +95,10 @@ class FeedState:
     state: str = "waiting"
     synced_stats: SequencerStats = field(default_factory=SequencerStats)
     ended: bool = False
+    #: Live: a stall was declared and no live book update has followed yet. A REST
+    #: snapshot rebuilds the book but does not end this (the socket may still be dead):
+    #: ``ok`` waits for the first live diff applied on top of it.
+    await_flow: bool = False
     #: Smoothed receive - exchange time, ns (None until the first message).
     skew_ns: float | None = None
     #: Labelled metric children, looked up once (``labels()`` costs more than ``inc()``).
@@ -280,12 +286,38 @@ class IngestActor(Actor):
         else:
             now = msg.event_ns
             self._stall_on_event_time(fs, msg.event_ns, msg.recv_ns)
+        if fs.await_flow and msg.snapshot and not msg.rest:
+            fs.await_flow = False  # a snapshot over the socket (Bybit): the feed flows
         outs = fs.sequencer.on_update(update)
+        if fs.await_flow:
+            outs = self._hold_ok_until_flow(fs, outs)
         self._emit(fs, outs)
-        silence = fs.stall.book(now)
-        if silence is not None:
-            self._stall_over(fs, outs, silence, msg.event_ns, msg.recv_ns)
+        if not msg.rest:  # only the venue's feed ends a silence, not our own REST fetch
+            silence = fs.stall.book(now)
+            if silence is not None:
+                self._stall_over(fs, outs, silence, msg.event_ns, msg.recv_ns)
         self._maybe_checkpoint(fs, msg.event_ns, msg.recv_ns)
+
+    def _hold_ok_until_flow(self, fs: FeedState, outs: list[Output]) -> list[Output]:
+        """After a live stall: ``ok`` only once a live diff continues the rebuilt book.
+
+        A REST snapshot alone says the book was right when fetched, not that updates
+        arrive; the symbol stays ``degraded`` (with that reason) until one does.
+        """
+        held: list[Output] = []
+        flowing = any(isinstance(o, DeltaOut) for o in outs)
+        for out in outs:
+            if isinstance(out, StatusOut) and out.state == "ok":
+                if not flowing:
+                    reason = "book rebuilt from a REST snapshot; waiting for live updates"
+                    held.append(StatusOut("degraded", reason, out.event_ns, out.recv_ns))
+                continue
+            held.append(out)
+            if fs.await_flow and isinstance(out, DeltaOut):
+                fs.await_flow = False
+                reason = "live book updates resumed after the stall"
+                held.append(StatusOut("ok", reason, out.event_ns, out.recv_ns))
+        return held
 
     def _lost(self, fs: FeedState, event_ns: int, recv_ns: int) -> None:
         """Deltas without their venue ids: the chain cannot be checked, so resync."""
@@ -416,6 +448,7 @@ class IngestActor(Actor):
                 )
                 # Exchange time now, estimated from the receive clock and the skew.
                 event_ns = wall_ns - int(fs.skew_ns or 0)
+                fs.await_flow = True
                 self._emit(fs, fs.sequencer.stall(reason, event_ns, wall_ns))
             elif not watch.stalled or now_ns < watch.retry_at_ns:
                 continue
@@ -451,7 +484,7 @@ class IngestActor(Actor):
                 )
                 kind = "snap"
                 fs.last_checkpoint_ns = out.event_ns
-                if out.src == "venue" and fs.state != "ok":
+                if out.src == "venue" and fs.state != "ok" and not fs.await_flow:
                     self._set_state(fs, "ok", "book built from venue snapshot")
             else:
                 payload = wire.StatusPayload(state=out.state, reason=out.reason)

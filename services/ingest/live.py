@@ -276,7 +276,7 @@ class _BinanceLive(_SideChannelMixin):
                 delay = min(delay * 2, 30.0)
         last = snapshot.sequence
         feed = next(p.feed for p in self._parsers.values() if p.instrument_id == instrument_id)
-        self._forward(feed, [BookMsg(True, last, last, last, now, now, snapshot)])
+        self._forward(feed, [BookMsg(True, last, last, last, now, now, snapshot, rest=True)])
 
     def request_snapshot(self, instrument_id: InstrumentId) -> None:
         self._schedule_resync(

@@ -105,6 +105,9 @@ class BookMsg:
     #: snapshot that Nautilus's REST client built).
     bids: list[Level] | None = None
     asks: list[Level] | None = None
+    #: A snapshot fetched over REST (Binance live): unlike a WebSocket message it does
+    #: not show that the live feed is flowing.
+    rest: bool = False
 
 
 @dataclass(slots=True)
