@@ -49,6 +49,11 @@ def checkpoint(symbol: str) -> str:
     return _tagged("ckpt", symbol)
 
 
+def feed_claim(symbol: str) -> str:
+    """String with PX TTL: the node id of the one ingest process writing the symbol."""
+    return _tagged("feed", symbol)
+
+
 def appended(symbol: str) -> str:
     """String: ``"<writer id> <seq>"``, the last entry ingest's writer appended.
 

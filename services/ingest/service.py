@@ -13,6 +13,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.ingest.claims import ClaimLost, FeedClaims
 from services.ingest.feeds import (
     Feed,
     parse_precisions,
@@ -109,17 +110,40 @@ async def main(shutdown: Shutdown) -> None:
     try:
         if not await _wait_for_redis(redis, shutdown, log):
             return
-        await register_symbols(redis, feeds, settings.ingest_mode)
-        await run_node(settings, feeds, redis, shutdown, log)
+        claims = FeedClaims(
+            redis, settings.node_id, [f.symbol for f in feeds], settings.ingest_claim_ttl_s, log
+        )
+        try:
+            if not await claims.acquire(2 * settings.ingest_claim_ttl_s, shutdown.event):
+                return  # stopped while waiting for a claim
+        except ConfigError as exc:
+            log.error("configuration error", error=str(exc))
+            raise SystemExit(2) from exc
+        try:
+            await register_symbols(redis, feeds, settings.ingest_mode)
+            lost = await run_node(settings, feeds, redis, shutdown, log, claims)
+        finally:
+            await claims.release()
     finally:
         await redis.aclose()
+    if lost is not None:
+        log.error("stopped: feed claim lost", error=str(lost))
+        raise SystemExit(1)
     log.info("stopped")
 
 
 async def run_node(
-    settings: Settings, feeds: list[Feed], redis: Redis, shutdown: Shutdown, log: Any
-) -> None:
-    """Run the Nautilus node until SIGTERM (or the recording's end with exit-at-end)."""
+    settings: Settings,
+    feeds: list[Feed],
+    redis: Redis,
+    shutdown: Shutdown,
+    log: Any,
+    claims: FeedClaims,
+) -> ClaimLost | None:
+    """Run the Nautilus node until SIGTERM (or the recording's end with exit-at-end).
+
+    Returns the ``ClaimLost`` that stopped it early, if one did.
+    """
     # Nautilus is imported only now: a configuration error above fails fast.
     from services.ingest.node import build_replay_node
     from services.ingest.replay_client import ReplayHooks
@@ -174,9 +198,13 @@ async def run_node(
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
     node_task = await start_node(node)
+    keeper = asyncio.create_task(claims.keep(), name="ingest-claims")
     try:
-        await _wait_until_done(settings, shutdown, ended, node_task, writer, log)
+        await _wait_until_done(settings, shutdown, ended, node_task, writer, log, keeper)
     finally:
+        keeper.cancel()
+        with contextlib.suppress(BaseException):
+            await keeper
         log.info("stopping", pending_entries=writer.pending)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(node.stop_async(), 3.0)
@@ -192,6 +220,9 @@ async def run_node(
         sampler_stop.set()
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(sampler, 1.0)
+    if keeper.done() and not keeper.cancelled() and isinstance(keeper.exception(), ClaimLost):
+        return keeper.exception()  # type: ignore[return-value]
+    return None
 
 
 def progress_display(mode: str) -> Callable[[float, int, int, bool], None] | None:
@@ -226,11 +257,12 @@ async def _wait_until_done(
     node_task: asyncio.Future[Any],
     writer: StreamWriter,
     log: Any,
+    keeper: asyncio.Task[None],
 ) -> None:
     stop = asyncio.create_task(shutdown.event.wait())
     end = asyncio.create_task(ended.wait())
     try:
-        waiting = {stop, node_task}
+        waiting = {stop, node_task, keeper}
         if settings.ingest_exit_at_end:
             waiting.add(end)
         done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -239,6 +271,8 @@ async def _wait_until_done(
             log.info("exiting at end of recording (C8_INGEST_EXIT_AT_END=true)")
         elif node_task in done and not shutdown.requested:
             log.error("nautilus node stopped unexpectedly")
+        elif keeper in done:
+            log.error("feed claim lost: another ingest process writes a symbol of this one")
     finally:
         stop.cancel()
         end.cancel()
