@@ -53,11 +53,9 @@ _WIRE_TEMPLATE = b"$%d\r\n%b\r\n" * len(_WIRE_KEYS)
 
 
 def pack_values(fields: dict[bytes, bytes]) -> bytes:
-    """The values of one entry as RESP bulk strings (the names travel once per call)."""
-    if len(fields) == 5:  # the wire v1 entry: one formatting operation
-        v, k, et, rt, p = fields.values()
-        return _WIRE_TEMPLATE % (len(v), v, len(k), k, len(et), et, len(rt), rt, len(p), p)
-    return resp_values(fields.values())
+    """The values of one wire entry as RESP bulk strings (the names travel once per call)."""
+    v, k, et, rt, p = fields.values()
+    return _WIRE_TEMPLATE % (len(v), v, len(k), k, len(et), et, len(rt), rt, len(p), p)
 
 
 @dataclass(slots=True)
@@ -98,8 +96,8 @@ class StreamWriter:
         self.written = 0
         #: Id of the newest entry written, per symbol.
         self.last_ids: dict[str, bytes] = {}
-        #: RESP of a call's fixed head, per (symbol, field names).
-        self._heads: dict[tuple[str, tuple[bytes, ...]], tuple[int, bytes, bytes]] = {}
+        #: RESP of a call's fixed head, per symbol.
+        self._heads: dict[str, tuple[int, bytes, bytes]] = {}
         #: Entries appended so far, per symbol (the next one's seq is this + 1).
         self._seqs: dict[str, int] = {}
         #: Unique per writer: a new process starts a new numbering.
@@ -110,7 +108,9 @@ class StreamWriter:
         return len(self._queue) + self._in_flight
 
     def append(self, symbol: str, kind: str, fields: dict[bytes, bytes]) -> None:
-        """Queue one wire entry for ``keys.stream(symbol)``."""
+        """Queue one wire entry (``shared.wire.encode``) for ``keys.stream(symbol)``."""
+        if tuple(fields) != _WIRE_KEYS:  # the Lua call carries the names once per batch
+            raise ValueError(f"not a wire entry: fields {list(fields)}")
         seq = self._seqs.get(symbol)
         if seq is None:
             keys.stream(symbol)  # raises InvalidSymbolError here, not in the write task
@@ -171,9 +171,9 @@ class StreamWriter:
     async def _write_batch(self) -> None:
         queue = self._queue
         batch = [queue[i] for i in range(min(self._batch_size, len(queue)))]
-        parts: dict[tuple[str, tuple[bytes, ...]], list[_Pending]] = {}
+        parts: dict[str, list[_Pending]] = {}
         for item in batch:
-            parts.setdefault((item.symbol, tuple(item.fields)), []).append(item)
+            parts.setdefault(item.symbol, []).append(item)
         self._in_flight = len(batch)
         try:
             replies = await self._call(parts)
@@ -181,7 +181,7 @@ class StreamWriter:
             self._in_flight = 0
         failed: list[_Pending] = []
         error: ResponseError | None = None
-        for (symbol, _), items, reply in zip(parts, parts.values(), replies, strict=True):
+        for (symbol, items), reply in zip(parts.items(), replies, strict=True):
             if isinstance(reply, ResponseError):
                 failed.extend(items)
                 error = reply
@@ -204,9 +204,9 @@ class StreamWriter:
         if error is not None:
             raise error
 
-    def _packed(self, symbol: str, names: tuple[bytes, ...], items: list[_Pending]) -> bytes:
+    def _packed(self, symbol: str, items: list[_Pending]) -> bytes:
         """``EVALSHA stream_append`` for one symbol's part of a batch, as RESP."""
-        head = self._heads.get((symbol, names))
+        head = self._heads.get(symbol)
         if head is None:  # keys.stream validates the symbol: once per symbol, not per entry
             fixed = [
                 b"EVALSHA",
@@ -219,11 +219,11 @@ class StreamWriter:
             ]
             settings = [
                 str(self._maxlen).encode(),
-                str(len(names)).encode(),
-                *names,
+                str(len(_WIRE_KEYS)).encode(),
+                *_WIRE_KEYS,
             ]
             # The first entry's seq goes between the two fixed parts.
-            head = self._heads[(symbol, names)] = (
+            head = self._heads[symbol] = (
                 len(fixed) + 1 + len(settings) + 1,
                 resp_values(fixed),
                 resp_values(settings),
@@ -236,7 +236,7 @@ class StreamWriter:
         values = [pack_values(item.fields) for item in items]
         return b"".join(
             [
-                b"*%d\r\n" % (nargs + len(names) * len(items)),
+                b"*%d\r\n" % (nargs + len(_WIRE_KEYS) * len(items)),
                 fixed_resp,
                 resp_bulk(str(items[0].seq).encode()),
                 settings_resp,
@@ -245,9 +245,7 @@ class StreamWriter:
             ]
         )
 
-    async def _call(
-        self, parts: dict[tuple[str, tuple[bytes, ...]], list[_Pending]]
-    ) -> list[bytes | ResponseError | None]:
+    async def _call(self, parts: dict[str, list[_Pending]]) -> list[bytes | ResponseError | None]:
         """Send every part's call in one write on one connection; the replies, in order.
 
         An error reply is returned in its part's place. Any other error disconnects the
@@ -259,7 +257,7 @@ class StreamWriter:
         conn = await pool.get_connection()
         try:
             await conn.send_packed_command(
-                [self._packed(symbol, names, items) for (symbol, names), items in parts.items()]
+                [self._packed(symbol, items) for symbol, items in parts.items()]
             )
             replies: list[bytes | ResponseError | None] = []
             for _ in parts:

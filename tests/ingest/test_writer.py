@@ -157,3 +157,10 @@ async def test_any_batch_size_writes_the_same_stream(aredis: Redis, batch_size: 
             writer.append("BTCUSDT", "trade", _trade(n))
         await writer.wait_idle()
     assert await _ids(aredis, "BTCUSDT") == [str(n) for n in range(25)]
+
+
+async def test_only_wire_entries_are_accepted(aredis: Redis) -> None:
+    writer = StreamWriter(aredis, maxlen=10_000)
+    with pytest.raises(ValueError, match="not a wire entry"):
+        writer.append("BTCUSDT", "trade", {b"k": b"trade", b"v": b"1"})
+    assert writer.pending == 0
