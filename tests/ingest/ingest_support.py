@@ -161,6 +161,20 @@ def start_ingest(redis_url: str, log_path: Path, **env: str) -> subprocess.Popen
         )
 
 
+def replay_once(
+    redis_url: str, log_path: Path, files: list[Path], speed: str = "max", **env: str
+) -> subprocess.Popen[bytes]:
+    """``start_ingest`` replaying ``files`` once at ``speed``, exiting 0 at their end."""
+    return start_ingest(
+        redis_url,
+        log_path,
+        ingest_replay_files=",".join(str(f) for f in files),
+        ingest_speed=speed,
+        ingest_exit_at_end="true",
+        **env,
+    )
+
+
 def stream_entries(client: Any, symbol: str) -> list[tuple[bytes, Entry]]:
     """Every entry of the symbol's stream, decoded."""
     return [(eid, decode(fields)) for eid, fields in client.xrange(keys.stream(symbol))]

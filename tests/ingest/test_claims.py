@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from ingest_support import DEMO, start_ingest, wait_for
+from ingest_support import DEMO, replay_once, start_ingest, wait_for
 from redis.asyncio import Redis
 
 from services.ingest.claims import ClaimLost, FeedClaims
@@ -65,13 +65,7 @@ def test_a_claim_left_by_a_killed_process_is_waited_for_then_taken(
     client = redis.Redis.from_url(redis_url)
     # What a kill -9'ed ingest leaves behind: its claim, expiring after its TTL.
     client.set(keys.feed_claim("ETHUSDT"), "ingest-dead", px=1500)
-    proc = start_ingest(
-        redis_url,
-        tmp_path / "ingest.log",
-        ingest_replay_files=str(ETH),
-        ingest_speed="max",
-        ingest_exit_at_end="true",
-    )
+    proc = replay_once(redis_url, tmp_path / "ingest.log", [ETH])
     try:
         assert proc.wait(timeout=90) == 0
         log = (tmp_path / "ingest.log").read_text()

@@ -13,6 +13,7 @@ import redis
 from ingest_support import (
     DEMO,
     check_stream_consistency,
+    replay_once,
     start_ingest,
     stream_entries,
     wait_for,
@@ -39,13 +40,7 @@ def _files(paths: list[Path]) -> str:
 def test_demo_replay_at_max_speed_writes_a_consistent_stream(
     redis_url: str, tmp_path: Path
 ) -> None:
-    proc = start_ingest(
-        redis_url,
-        tmp_path / "ingest.log",
-        ingest_replay_files=_files(BTC),
-        ingest_speed="max",
-        ingest_exit_at_end="true",
-    )
+    proc = replay_once(redis_url, tmp_path / "ingest.log", BTC)
     assert proc.wait(timeout=90) == 0, (tmp_path / "ingest.log").read_text()[-3000:]
     client = redis.Redis.from_url(redis_url)
     for symbol, depth_events, trades in (("BTCUSDT", 9022, 10701),):
@@ -246,13 +241,7 @@ def test_two_processes_owning_one_feed_each_write_what_one_process_would(
 
     files = {"BTCUSDT": _cut(BTC[0], tmp_path, 4000), "ETHUSDT": _cut(ETH[0], tmp_path, 4000)}
     procs = [
-        start_ingest(
-            redis_url,
-            tmp_path / f"ingest-{symbol}.log",
-            ingest_replay_files=str(path),
-            ingest_speed="max",
-            ingest_exit_at_end="true",
-        )
+        replay_once(redis_url, tmp_path / f"ingest-{symbol}.log", [path])
         for symbol, path in files.items()
     ]
     for proc, symbol in zip(procs, files, strict=True):

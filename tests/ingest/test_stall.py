@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from ingest_support import DEMO, check_stream_consistency, start_ingest, stream_entries
+from ingest_support import DEMO, check_stream_consistency, replay_once, stream_entries
 
 from services.ingest import metrics
 from services.ingest.offline import IngestOptions, offline_entries
@@ -210,14 +210,8 @@ def test_replay_stall_entries_are_the_same_at_any_speed(redis_url: str, tmp_path
         for speed in ("max", "40"):
             client.flushall()
             log = tmp_path / f"ingest-{speed}.log"
-            proc = start_ingest(
-                redis_url,
-                log,
-                ingest_replay_files=str(path),
-                ingest_speed=speed,
-                ingest_exit_at_end="true",
-                ingest_stall_after=LIMIT,
-                metrics_port="0",
+            proc = replay_once(
+                redis_url, log, [path], speed, ingest_stall_after=LIMIT, metrics_port="0"
             )
             assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
             written = [e for _, e in stream_entries(client, "BTCUSDT")]
