@@ -135,6 +135,18 @@ class FeedMetrics:
         self.diffs_pending = 0
         self.trades_pending = 0
 
+    def flush(self) -> None:
+        """Add the pending message counts to the counters."""
+        if self.snapshots_pending:
+            self.snapshot.inc(self.snapshots_pending)
+            self.snapshots_pending = 0
+        if self.diffs_pending:
+            self.diff.inc(self.diffs_pending)
+            self.diffs_pending = 0
+        if self.trades_pending:
+            self.trade.inc(self.trades_pending)
+            self.trades_pending = 0
+
 
 class IngestActor(Actor):
     """Subscribes to every feed's deltas and trades; appends wire entries to Redis."""
@@ -509,16 +521,9 @@ class IngestActor(Actor):
             self._flush(fs)
 
     def _flush(self, fs: FeedState) -> None:
+        """One feed's message counts, event time, skew and sequencer stats."""
         m = fs.m
-        if m.snapshots_pending:
-            m.snapshot.inc(m.snapshots_pending)
-            m.snapshots_pending = 0
-        if m.diffs_pending:
-            m.diff.inc(m.diffs_pending)
-            m.diffs_pending = 0
-        if m.trades_pending:
-            m.trade.inc(m.trades_pending)
-            m.trades_pending = 0
+        m.flush()
         if fs.last_event_ns:
             m.event_time.set(fs.last_event_ns / 1e9)
         if fs.skew_ns is not None:
