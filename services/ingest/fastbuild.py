@@ -84,14 +84,6 @@ class LevelScaler:
         self._sizes: dict[str, tuple[int, int]] = {}
         self._max = max_entries
 
-    def pairs(self, pairs: Sequence[Sequence[str]]) -> list[Level]:
-        """``[[price, size], ...]`` (Binance REST / Bybit) -> scaled ``(price, size)``."""
-        prices, sizes = self._prices, self._sizes
-        return [
-            ((prices.get(price) or self._price(price))[0], (sizes.get(size) or self._size(size))[0])
-            for price, size in pairs
-        ]
-
     def book(
         self,
         instrument_id: InstrumentId,

@@ -13,8 +13,9 @@ from nautilus_trader.adapters.binance.common.schemas.market import (
 )
 from nautilus_trader.adapters.binance.futures.schemas.market import BinanceFuturesTradeMsg
 from nautilus_trader.adapters.bybit.schemas.ws import BybitWsOrderbookDepthMsg
+from nautilus_trader.model.identifiers import InstrumentId
 
-from services.ingest.fastbuild import LevelScaler, ValueRejection, scaled
+from services.ingest.fastbuild import RAW_FACTOR, LevelScaler, ValueRejection, scaled
 from services.ingest.feeds import replay_feeds
 from services.ingest.parsing import BookMsg, LineParser, TradeMsg
 from services.ingest.recorded import RecordedFile
@@ -125,14 +126,14 @@ def test_scaled_rejects_what_is_not_a_plain_decimal_on_the_grid(text: str, reaso
 
 def test_level_scaler_memo_matches_and_is_bounded() -> None:
     scaler = LevelScaler(1, 3, max_entries=3)
+    iid = InstrumentId.from_str("BTCUSDT-PERP.BINANCE")
     pairs = [("61804.7", "1.5"), ("61804.8", "0"), ("61804.7", "1.5"), ("1.1", "2"), ("2.2", "3")]
-    assert scaler.pairs(pairs) == [
-        (618047, 1500),
-        (618048, 0),
-        (618047, 1500),
-        (11, 2000),
-        (22, 3000),
+    bids, asks, deltas = scaler.book(iid, pairs, [], 1, 0, 0, False)
+    assert bids == [(618047, 1500), (618048, 0), (618047, 1500), (11, 2000), (22, 3000)]
+    assert asks == [] and deltas is not None
+    assert [(d.order.price.raw, d.order.size.raw) for d in deltas.deltas] == [
+        (px * RAW_FACTOR[1], sz * RAW_FACTOR[3]) for px, sz in bids
     ]
     assert len(scaler._prices) <= 3 and len(scaler._sizes) <= 3
     with pytest.raises(ValueRejection):
-        scaler.pairs([("1.25", "1")])
+        scaler.book(iid, [("1.25", "1")], [], 1, 0, 0, False)
