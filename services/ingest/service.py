@@ -117,6 +117,7 @@ async def main(shutdown: Shutdown) -> None:
             if not await claims.acquire(2 * settings.ingest_claim_ttl_s, shutdown.event):
                 return  # stopped while waiting for a claim
         except ConfigError as exc:
+            await claims.release()  # the symbols it did claim, for the process that owns the rest
             log.error("configuration error", error=str(exc))
             raise SystemExit(2) from exc
         try:

@@ -94,8 +94,13 @@ async def test_a_claim_taken_over_while_running_raises_claim_lost(aredis: Redis)
     await claims.release()
     assert await aredis.get(keys.feed_claim("BTCUSDT")) == b"ingest-b"  # not ours: kept
     assert await aredis.get(keys.feed_claim("ETHUSDT")) is None
+    late = FeedClaims(aredis, "ingest-c", ["ETHUSDT", "BTCUSDT"], ttl_s=0.3, log=_Log())
     with pytest.raises(ConfigError, match="BTCUSDT by ingest-b"):
-        await FeedClaims(aredis, "ingest-c", ["BTCUSDT"], ttl_s=0.3, log=_Log()).acquire(0)
+        await late.acquire(0)
+    assert await aredis.get(keys.feed_claim("ETHUSDT")) == b"ingest-c"  # the free one
+    await late.release()  # what the service does before exiting 2
+    assert await aredis.get(keys.feed_claim("ETHUSDT")) is None
+    assert await aredis.get(keys.feed_claim("BTCUSDT")) == b"ingest-b"
 
 
 async def _is(client: Redis, key: str, value: bytes) -> bool:
