@@ -5,6 +5,7 @@ Used by the demo and by the test suite, so both run against a real Redis.
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -15,13 +16,41 @@ from types import TracebackType
 
 import redis
 
+#: Where listening ports are picked: below Linux's default ephemeral range.
+_LISTEN_PORTS = range(20_000, 32_768)
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
+    """A TCP port that is free now and that the OS will not hand to another socket.
+
+    A port the OS picked (bind to 0) comes from the ephemeral range, and once released
+    the OS may give it to any outgoing connection (e.g. a client connecting to Redis)
+    before the service it was meant for binds it: "Address already in use". Ports are
+    therefore picked outside that range, and never twice in one process.
+    """
+    low, high = _ephemeral_range()
+    candidates = [p for p in _LISTEN_PORTS if not low <= p <= high and p not in _handed_out]
+    for port in random.sample(candidates, min(200, len(candidates))):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # no such port left
+        sock.bind((host, 0))
+        fallback: int = sock.getsockname()[1]
+        return fallback
 
 
 class RedisServerError(RuntimeError):
@@ -62,15 +91,24 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         args = [
             self.binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.data_dir),
-            "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "always",
-            "--daemonize", "no",
-            "--logfile", str(self.data_dir / "redis.log"),
-            "--protected-mode", "yes",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "always",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.data_dir / "redis.log"),
+            "--protected-mode",
+            "yes",
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
