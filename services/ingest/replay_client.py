@@ -193,7 +193,9 @@ class ReplayDataClient(LiveMarketDataClient):
         merged = (
             streams[0]  # one feed: nothing to merge
             if len(streams) == 1
-            else heapq.merge(*streams, key=lambda item: (item[0], item[1]))
+            # Items compare as (key, feed index, ...): two heads never tie on both, so
+            # the messages themselves are never compared.
+            else heapq.merge(*streams)
         )
         base_key: int | None = None
         base_wall = 0.0
