@@ -82,9 +82,9 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
              [(q("max by (symbol) (context8_ingest_book_silence_seconds)"), "{{symbol}}")]),
             ("Parse rejections per second", "ops",
              [(rate("context8_ingest_parse_rejections_total", "reason"), "{{reason}}")]),
-            ("Ingest lag p50 / p99 (receive - exchange time)", "s", [
-                (p(0.5, "context8_ingest_lag_seconds"), "p50"),
-                (p(0.99, "context8_ingest_lag_seconds"), "p99"),
+            ("Ingest lag p50 / p99 per symbol (receive - exchange time)", "s", [
+                (p(0.5, "context8_ingest_lag_seconds", "symbol"), "p50 {{symbol}}"),
+                (p(0.99, "context8_ingest_lag_seconds", "symbol"), "p99 {{symbol}}"),
             ]),
             ("Feed state per symbol", "short",
              [(q("max by (symbol, state) (context8_ingest_feed_state) == 1"),

@@ -131,6 +131,7 @@ class FeedMetrics:
         self.skew = metrics.CLOCK_SKEW.labels(symbol)
         self.stalls = metrics.STALLS.labels(symbol)
         self.silence = metrics.BOOK_SILENCE.labels(symbol)
+        self.lag = metrics.LAG.labels(symbol)
         self.snapshots_pending = 0
         self.diffs_pending = 0
         self.trades_pending = 0
@@ -283,7 +284,7 @@ class IngestActor(Actor):
             fs.m.snapshots_pending += 1
         else:
             fs.m.diffs_pending += 1
-        metrics.LAG.observe((msg.recv_ns - msg.event_ns) / 1e9)
+        fs.m.lag.observe((msg.recv_ns - msg.event_ns) / 1e9)
         try:
             update = book_update(msg, feed.price_precision, feed.size_precision)
         except OffGridError as exc:
@@ -349,7 +350,7 @@ class IngestActor(Actor):
     ) -> None:
         feed = fs.feed
         fs.m.trades_pending += 1
-        metrics.LAG.observe((recv_ns - event_ns) / 1e9)
+        fs.m.lag.observe((recv_ns - event_ns) / 1e9)
         if not self._wall:
             self._stall_on_event_time(fs, event_ns, recv_ns)
         try:

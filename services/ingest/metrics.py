@@ -11,13 +11,29 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 
+class HotSeries:
+    """One label set's buckets of a ``HotHistogram``: ``observe`` is a bisect and two adds."""
+
+    __slots__ = ("_bounds", "counts", "sum")
+
+    def __init__(self, bounds: list[float]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one: above every bound
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self._bounds, value)] += 1
+        self.sum += value
+
+
 class HotHistogram(Collector):
-    """A histogram for the per-message hot path: ``observe`` is a bisect and two adds.
+    """A histogram for the per-message hot path, optionally with labels.
 
     prometheus-client's ``Histogram.observe`` takes locks (~1.5 µs); ingest observes
     once per venue message on the event loop thread. The buckets are plain ints read at
     scrape time (a copy taken under the GIL, so ``+Inf`` always equals the count; the sum
-    may trail it by the sample being added).
+    may trail it by the sample being added). Exposed sample for sample as the library's
+    own ``Histogram`` would (tested).
     """
 
     def __init__(
@@ -25,33 +41,47 @@ class HotHistogram(Collector):
         name: str,
         documentation: str,
         buckets: Sequence[float],
+        labelnames: Sequence[str] = (),
         registry: CollectorRegistry | None = REGISTRY,
     ) -> None:
         self._name = name
         self._doc = documentation
         self._bounds = sorted(buckets)
-        self._counts = [0] * (len(self._bounds) + 1)  # the last one: above every bound
-        self._sum = 0.0
+        self._labelnames = tuple(labelnames)
+        self._series: dict[tuple[str, ...], HotSeries] = {}
+        if not self._labelnames:
+            self._series[()] = HotSeries(self._bounds)
         if registry is not None:
             registry.register(self)
 
+    def labels(self, *values: str) -> HotSeries:
+        """The series of these label values (made on first use; keep it, it is cheap)."""
+        if len(values) != len(self._labelnames):
+            raise ValueError(f"{self._name} takes labels {self._labelnames}, got {values}")
+        series = self._series.get(values)
+        if series is None:
+            series = self._series[values] = HotSeries(self._bounds)
+        return series
+
     def observe(self, value: float) -> None:
-        self._counts[bisect_left(self._bounds, value)] += 1
-        self._sum += value
+        """Observe on the histogram without labels."""
+        self._series[()].observe(value)
 
     def collect(self) -> Iterator[Metric]:
-        counts = self._counts.copy()
         family = HistogramMetricFamily(self._name, self._doc)
-        running = 0
         bounds = [*map(floatToGoString, self._bounds), "+Inf"]
-        for bound, count in zip(bounds, counts, strict=True):
-            running += count
-            family.add_sample(f"{self._name}_bucket", {"le": bound}, running)
-        # As the library's own Histogram: a count always, a sum only without negative
-        # buckets (the family helper would drop both when a bucket is negative).
-        family.add_sample(f"{self._name}_count", {}, running)
-        if self._bounds[0] >= 0:
-            family.add_sample(f"{self._name}_sum", {}, self._sum)
+        for values, series in list(self._series.items()):
+            labels = dict(zip(self._labelnames, values, strict=True))
+            counts, total = series.counts.copy(), series.sum
+            running = 0
+            for bound, count in zip(bounds, counts, strict=True):
+                running += count
+                family.add_sample(f"{self._name}_bucket", {**labels, "le": bound}, running)
+            # As the library's own Histogram: a count always, a sum only without negative
+            # buckets (the family helper would drop both when a bucket is negative).
+            family.add_sample(f"{self._name}_count", labels, running)
+            if self._bounds[0] >= 0:
+                family.add_sample(f"{self._name}_sum", labels, total)
         yield family
 
     def describe(self) -> Iterator[Metric]:
@@ -102,6 +132,7 @@ PENDING = Gauge("context8_ingest_pending_entries", "Entries waiting to be writte
 LAG = HotHistogram(
     "context8_ingest_lag_seconds",
     "Receive time minus exchange event time (negative when the receiver's clock is behind).",
+    labelnames=["symbol"],
     buckets=(-5.0, -2.0, -1.0, -0.5, -0.1, 0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 30.0),
 )
 FEED_STATE = Gauge(

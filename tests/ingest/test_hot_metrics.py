@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from services.ingest.metrics import HotHistogram
@@ -42,3 +43,20 @@ def test_without_negative_buckets_the_sum_is_exposed_too() -> None:
         theirs.observe(value)
     assert _samples(ours_registry) == _samples(theirs_registry)
     assert "x_seconds_sum 2.65" in _samples(ours_registry)
+
+
+def test_labelled_series_match_the_library_histogram_with_labels() -> None:
+    ours_registry, theirs_registry = CollectorRegistry(), CollectorRegistry()
+    ours = HotHistogram("lag_seconds", "doc", BUCKETS, ["symbol"], registry=ours_registry)
+    theirs = Histogram("lag_seconds", "doc", ["symbol"], buckets=BUCKETS, registry=theirs_registry)
+    rng = random.Random(11)
+    for symbol in ("BTCUSDT", "ETHUSDT", "BTCUSDT"):
+        series = ours.labels(symbol)
+        for _ in range(500):
+            value = rng.uniform(-6, 40)
+            series.observe(value)
+            theirs.labels(symbol).observe(value)
+    assert _samples(ours_registry) == _samples(theirs_registry)
+    assert 'lag_seconds_count{symbol="BTCUSDT"} 1000.0' in _samples(ours_registry)
+    with pytest.raises(ValueError, match="takes labels"):
+        ours.labels()
