@@ -185,9 +185,15 @@ def main() -> None:
         # unpipelined ceiling is the goal's yardstick (issue #4: >= 0.3), the pipelined
         # one shows how far from Redis's own limit it is.
         print(
-            f"{'':>12}  entries/s / ceiling: {run.rate / plain:.2f} of the UNPIPELINED "
-            f"(goal >= 0.3), {run.rate / piped:.3f} of the -P 500"
+            f"{'':>12}  entries/s / ceiling: {run.rate / plain:.2f} of the UNPIPELINED, "
+            f"{run.rate / piped:.3f} of the -P 500"
         )
+    tier = runs[-1]
+    verdict = "met" if tier.rate / plain >= 0.3 else "NOT met"
+    print(
+        f"goal (issue #4): >= 0.3 of the unpipelined ceiling for ingest as deployed, "
+        f"{tier.processes} process(es): {tier.rate / plain:.2f} -> {verdict}"
+    )
 
 
 if __name__ == "__main__":
