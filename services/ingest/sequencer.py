@@ -294,8 +294,9 @@ class BookSequencer:
         self._ask_heap = list(asks)
         heapify(self._bid_heap)
         heapify(self._ask_heap)
-        self.best_bid = max(bids) if bids else None
-        self.best_ask = min(asks) if asks else None
+        # The heaps' tops: no second scan of the sides.
+        self.best_bid = -self._bid_heap[0] if self._bid_heap else None
+        self.best_ask = self._ask_heap[0] if self._ask_heap else None
 
     def _apply(self, levels: list[Level], side: dict[int, int], is_bid: bool) -> None:
         best = self.best_bid if is_bid else self.best_ask
