@@ -141,17 +141,22 @@ async def test_malformed_entries_are_counted_and_skipped(
     aredis: aioredis.Redis, redis_url: str
 ) -> None:
     entries = list(session_entries("usdm-btc")[:400])
-    await _write(aredis, entries[:200])
-    await aredis.xadd(
-        keys.stream(SYMBOL), {"v": "1", "k": "delta", "et": "1", "rt": "1", "p": b"\xc1"}
-    )
-    await aredis.xadd(keys.stream(SYMBOL), {"junk": "yes"})
-    await aredis.xadd(keys.stream(SYMBOL), {"v": "9", "k": "trade", "et": "x", "rt": "1", "p": b""})
-    await _write(aredis, entries[200:])
     async with running(_settings(redis_url, "calc-a", calc_stall_grace_ms=600_000)) as worker:
         await _assign(aredis, SYMBOL, "calc-a")
+        # The entries arrive once the worker holds the lease: cycles computed before it
+        # are (rightly) not emitted, and the lease and the reader start concurrently.
         await wait_for(lambda: SYMBOL in worker.runners, timeout=5, what="runner")
         runner = worker.runners[SYMBOL]
+        await wait_for(lambda: runner.lease is not None, timeout=5, what="lease")
+        await _write(aredis, entries[:200])
+        await aredis.xadd(
+            keys.stream(SYMBOL), {"v": "1", "k": "delta", "et": "1", "rt": "1", "p": b"\xc1"}
+        )
+        await aredis.xadd(keys.stream(SYMBOL), {"junk": "yes"})
+        await aredis.xadd(
+            keys.stream(SYMBOL), {"v": "9", "k": "trade", "et": "x", "rt": "1", "p": b""}
+        )
+        await _write(aredis, entries[200:])
         await wait_for(
             lambda: runner.core.counters.entries == len(entries), timeout=10, what="all entries"
         )
