@@ -72,8 +72,10 @@ async def test_worker_emits_fenced_candidates_like_replay_and_stops_without_leas
     # A long stall grace: this test wants exactly the event-driven cycles.
     async with running(_settings(redis_url, "calc-a", calc_stall_grace_ms=600_000)) as worker:
         await _assign(aredis, SYMBOL, "calc-a")
-        # Lease first, data second: every cycle is then emitted (none suppressed).
-        await wait_for(lambda: aredis.get(keys.lease(SYMBOL)), timeout=5, what="lease")
+        # Lease first, data second: every cycle is then emitted (none suppressed). The
+        # runner's own view of the lease, not the key: it is set one round trip later.
+        await wait_for(lambda: SYMBOL in worker.runners, timeout=5, what="runner")
+        await wait_for(lambda: worker.runners[SYMBOL].lease is not None, timeout=5, what="lease")
         await _write(aredis, entries)
         got = await wait_for(
             lambda: _until(aredis, len(expected)), timeout=20, what="all candidates"
