@@ -21,7 +21,7 @@ import orjson
 from services.calc.analytics import SymbolCore, with_writer
 from services.ingest.offline import offline_entries
 
-KIT = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[1] / "data"
 DEMO = Path(__file__).resolve().parent.parent / "data"
 SESSIONS: dict[str, tuple[str, list[Path]]] = {
     "usdm-btc": (
@@ -41,15 +41,13 @@ SESSIONS: dict[str, tuple[str, list[Path]]] = {
     "spot-btc": (
         "BTCUSDT",
         [
-            KIT / "binance-spot/BTCUSDT/btcusdt_20240808.gz",
-            KIT / "binance-spot/BTCUSDT/btcusdt_20240809.gz",
+            DATA / "binance-spot/BTCUSDT/btcusdt_20240808.gz",
         ],
     ),
     "coinm-btc": (
         "BTCUSDPERP",
         [
-            KIT / "binance-coinm/BTCUSD_PERP/btcusd_perp_20240808.gz",
-            KIT / "binance-coinm/BTCUSD_PERP/btcusd_perp_20240809.gz",
+            DATA / "binance-coinm/BTCUSD_PERP/btcusd_perp_20240808.gz",
         ],
     ),
 }

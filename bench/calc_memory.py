@@ -44,10 +44,10 @@ from services.calc.analytics.trades import DAY_NS, StatsRing
 from services.ingest.offline import offline_feeds
 from shared import wire
 
-KIT = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[1] / "data"
 DEMO = Path(__file__).resolve().parent.parent / "data"
 SESSIONS: dict[str, list[Path]] = {
-    "usdm-btc-0808": [KIT / "binance-usdm/BTCUSDT/btcusdt_20240808.gz"],
+    "usdm-btc-0808": [DATA / "binance-usdm/BTCUSDT/btcusdt_20240808.gz"],
     "usdm-btc-0718": [
         DEMO / "binance-usdm/BTCUSDT/btcusdt_20240718.gz",
         DEMO / "binance-usdm/BTCUSDT/btcusdt_20240719.gz",

@@ -37,14 +37,13 @@ from context8.redis_server import RedisServer  # noqa: E402
 from shared import keys  # noqa: E402
 from shared.wire import DeltaPayload, SnapPayload, decode  # noqa: E402
 
-KIT = REPO.parent / "shared" / "data"
+DATA = REPO / "data"
 #: Three feeds, ~100k entries: COIN-M BTC (2 days), USD-M BTC (1 day), USD-M ETH (2 days).
 DEFAULT = [
-    KIT / "binance-coinm/BTCUSD_PERP/btcusd_perp_20240808.gz",
-    KIT / "binance-coinm/BTCUSD_PERP/btcusd_perp_20240809.gz",
-    KIT / "binance-usdm/BTCUSDT/btcusdt_20240808.gz",
-    KIT / "binance-usdm/ETHUSDT/ethusdt_20240718.gz",
-    KIT / "binance-usdm/ETHUSDT/ethusdt_20240719.gz",
+    DATA / "binance-coinm/BTCUSD_PERP/btcusd_perp_20240808.gz",
+    DATA / "binance-usdm/BTCUSDT/btcusdt_20240808.gz",
+    DATA / "binance-usdm/ETHUSDT/ethusdt_20240718.gz",
+    DATA / "binance-usdm/ETHUSDT/ethusdt_20240719.gz",
 ]
 
 

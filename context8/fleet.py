@@ -20,15 +20,9 @@ from pathlib import Path
 from types import TracebackType
 
 from context8.redis_server import RedisServer, free_port
+from services.ingest.settings import DEMO_FILES
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO_DATA = REPO / "data"
-DEMO_FILES: tuple[str, ...] = (
-    "binance-usdm/BTCUSDT/btcusdt_20240718.gz",
-    "binance-usdm/BTCUSDT/btcusdt_20240719.gz",
-    "binance-usdm/ETHUSDT/ethusdt_20240718.gz",
-    "binance-usdm/ETHUSDT/ethusdt_20240719.gz",
-)
 DEMO_SYMBOLS: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
 
 #: Stop order on shutdown: the source first, so nothing downstream waits on it.
@@ -78,9 +72,7 @@ class FleetConfig:
     calc_workers: int = 2
     #: Replay speed for ingest: "1" (paced on event time), "N" (Nx) or "max".
     speed: str = "1"
-    replay_files: tuple[Path, ...] = field(
-        default_factory=lambda: tuple(DEMO_DATA / f for f in DEMO_FILES)
-    )
+    replay_files: tuple[Path, ...] = DEMO_FILES
     #: Extra environment for every service (e.g. cycle lengths in tests).
     extra_env: dict[str, str] = field(default_factory=dict)
     log_level: str = "INFO"

@@ -12,9 +12,8 @@ import redis.asyncio as aioredis
 from context8.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
-#: The team kit's recorded data (beside the repo) and the demo data bundled in it.
-KIT_DATA = REPO.parent / "shared" / "data"
-DEMO_DATA = REPO / "data"
+#: The recorded data bundled in the repository (see data/README.md).
+DATA = REPO / "data"
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,20 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from shared.errors import ConfigError
 from shared.settings import ServiceSettings
 
-#: The demo slice bundled with the repository (Binance USD-M BTCUSDT/ETHUSDT).
-DEMO_DATA = Path(__file__).resolve().parents[2] / "data"
+#: Recorded data bundled with the repository (data/README.md).
+DATA = Path(__file__).resolve().parents[2] / "data"
+#: The demo slice: Binance USD-M BTCUSDT and ETHUSDT, 2024-07-18 23:57 -> 07-19 00:05 UTC.
+DEMO_FILES: tuple[Path, ...] = tuple(
+    DATA / name
+    for name in (
+        "binance-usdm/BTCUSDT/btcusdt_20240718.gz",
+        "binance-usdm/BTCUSDT/btcusdt_20240719.gz",
+        "binance-usdm/ETHUSDT/ethusdt_20240718.gz",
+        "binance-usdm/ETHUSDT/ethusdt_20240719.gz",
+    )
+)
 
 
 class Settings(ServiceSettings):
@@ -86,9 +95,5 @@ class Settings(ServiceSettings):
     def replay_paths(self) -> list[Path]:
         paths = [Path(p.strip()) for p in self.ingest_replay_files.split(",") if p.strip()]
         if not paths:
-            paths = sorted(DEMO_DATA.glob("binance-usdm/*/*.gz"))
-        if not paths:
-            raise ConfigError(
-                "no recorded files: set C8_INGEST_REPLAY_FILES (comma-separated paths)"
-            )
+            paths = list(DEMO_FILES)
         return paths

@@ -1,7 +1,7 @@
 """Test helpers for calc: a deliberately plain reading of recorded Binance files.
 
 Nothing here uses the project's analytics: json + gzip + dicts of floats, following
-/work/shared/data/README.md (snapshot, then the held and later diffs, pu chain).
+data/README.md (snapshot, then the held and later diffs, pu chain).
 """
 
 from __future__ import annotations
@@ -17,25 +17,22 @@ from typing import Any
 from shared.wire import Entry
 from tests.support.polling import apoll
 
-KIT = Path("/work/shared/data")
 REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / "data"
+DATA = REPO / "data"
 
 USDM_BTC = [
-    DEMO / "binance-usdm/BTCUSDT/btcusdt_20240718.gz",
-    DEMO / "binance-usdm/BTCUSDT/btcusdt_20240719.gz",
+    DATA / "binance-usdm/BTCUSDT/btcusdt_20240718.gz",
+    DATA / "binance-usdm/BTCUSDT/btcusdt_20240719.gz",
 ]
 USDM_ETH = [
-    DEMO / "binance-usdm/ETHUSDT/ethusdt_20240718.gz",
-    DEMO / "binance-usdm/ETHUSDT/ethusdt_20240719.gz",
+    DATA / "binance-usdm/ETHUSDT/ethusdt_20240718.gz",
+    DATA / "binance-usdm/ETHUSDT/ethusdt_20240719.gz",
 ]
 SPOT_BTC = [
-    KIT / "binance-spot/BTCUSDT/btcusdt_20240808.gz",
-    KIT / "binance-spot/BTCUSDT/btcusdt_20240809.gz",
+    DATA / "binance-spot/BTCUSDT/btcusdt_20240808.gz",
 ]
 COINM_BTC = [
-    KIT / "binance-coinm/BTCUSD_PERP/btcusd_perp_20240808.gz",
-    KIT / "binance-coinm/BTCUSD_PERP/btcusd_perp_20240809.gz",
+    DATA / "binance-coinm/BTCUSD_PERP/btcusd_perp_20240808.gz",
 ]
 
 

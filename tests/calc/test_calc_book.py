@@ -13,7 +13,7 @@ from tests.calc.calc_kit import SESSIONS, USDM_ETH, book_tickers, raw_lines, ses
 
 @pytest.mark.parametrize(
     ("name", "min_compared"),
-    [("usdm-btc", 600), ("usdm-eth", 800), ("spot-btc", 1000), ("coinm-btc", 1800)],
+    [("usdm-btc", 600), ("usdm-eth", 800), ("spot-btc", 500), ("coinm-btc", 1000)],
 )
 def test_top_of_book_matches_recorded_book_ticker(name: str, min_compared: int) -> None:
     paths = SESSIONS[name]

@@ -18,7 +18,7 @@ import pytest
 
 from context8.report_at import parse_at, run
 from shared.report import iso_utc_from_ns, schema_errors
-from tests.conftest import DEMO_DATA, KIT_DATA
+from tests.conftest import DATA
 from tests.support.binance_truth import Truth, read_truth
 
 pytestmark = pytest.mark.timeout(240)
@@ -27,18 +27,17 @@ REPO = Path(__file__).resolve().parents[2]
 MS = 1_000_000
 
 DEMO = {
-    "BTCUSDT": sorted((DEMO_DATA / "binance-usdm/BTCUSDT").glob("*.gz")),
-    "ETHUSDT": sorted((DEMO_DATA / "binance-usdm/ETHUSDT").glob("*.gz")),
+    "BTCUSDT": sorted((DATA / "binance-usdm/BTCUSDT").glob("*.gz")),
+    "ETHUSDT": sorted((DATA / "binance-usdm/ETHUSDT").glob("*.gz")),
 }
 #: Two venues' markets of the 2024-08-08/09 kit session in one invocation.
 KIT = {
-    "BTCUSDPERP": sorted((KIT_DATA / "binance-coinm/BTCUSD_PERP").glob("*.gz")),
+    "BTCUSDPERP": sorted((DATA / "binance-coinm/BTCUSD_PERP").glob("*.gz")),
     "BTCUSDT": [
-        KIT_DATA / "binance-spot/BTCUSDT/btcusdt_20240808.gz",
-        KIT_DATA / "binance-spot/BTCUSDT/btcusdt_20240809.gz",
+        DATA / "binance-spot/BTCUSDT/btcusdt_20240808.gz",
     ],
 }
-BYBIT = KIT_DATA / "bybit-linear/XRPUSDT/2024-12-01_XRPUSDT_ob500.data.zip"
+BYBIT = DATA / "bybit-linear/XRPUSDT/2024-12-01_XRPUSDT_ob500.data.zip"
 
 
 def _start(*args: str) -> subprocess.Popen[str]:
@@ -85,9 +84,9 @@ def test_report_at_matches_recorded_bookticker() -> None:
     """Bundled data (two symbols) and the kit's COIN-M + spot session, run side by side."""
     demo_truth = {sym: read_truth(files) for sym, files in DEMO.items()}
     kit_truth = {sym: read_truth(files) for sym, files in KIT.items()}
-    # 2024-07-19T00:03:10Z and 2024-08-09T00:02:20Z, moved to a comparable boundary.
+    # 2024-07-19T00:03:10Z and 2024-08-08T23:58:20Z, moved to a comparable boundary.
     demo_ms = _comparable_time(demo_truth, 1_721_347_390_000)
-    kit_ms = _comparable_time(kit_truth, 1_723_161_740_000)
+    kit_ms = _comparable_time(kit_truth, 1_723_161_500_000)
     demo = _start(
         "--at", iso_utc_from_ns(demo_ms * MS), *(str(p) for f in DEMO.values() for p in f)
     )

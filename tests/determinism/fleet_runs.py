@@ -17,9 +17,10 @@ from typing import Any
 
 import redis
 
-from context8.fleet import DEMO_DATA, Fleet, FleetConfig, wait_until
+from context8.fleet import Fleet, FleetConfig, wait_until
 from shared import keys
 from shared.candidate import decode_candidate
+from tests.conftest import DATA
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 #: The first day-file of each bundled session (it covers the first ~3 minutes).
@@ -42,7 +43,7 @@ def write_slice(root: Path, seconds: float) -> list[Path]:
         kept: list[bytes] = []
         first: int | None = None
         snapshot = False
-        with gzip.open(DEMO_DATA / rel, "rb") as src:
+        with gzip.open(DATA / rel, "rb") as src:
             for line in src:
                 ts = int(line.split(b" ", 1)[0])
                 first = ts if first is None else first

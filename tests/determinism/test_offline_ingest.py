@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from context8.fleet import DEMO_DATA, DEMO_FILES
 from services.ingest.offline import offline_entries
+from services.ingest.settings import DEMO_FILES
 from shared import keys
 from shared.wire import decode
 
@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_offline_entries_equal_the_ingest_service_stream(redis_url: str, tmp_path: Path) -> None:
-    files = [DEMO_DATA / f for f in DEMO_FILES]
+    files = list(DEMO_FILES)
     env = {k: v for k, v in os.environ.items() if not k.startswith("C8_")}
     env.update(
         C8_REDIS_URL=redis_url,

@@ -13,7 +13,8 @@ import time
 import pytest
 import redis
 
-from context8.fleet import DEMO_DATA, DEMO_FILES, DEMO_SYMBOLS, Fleet, FleetConfig, wait_until
+from context8.fleet import DEMO_SYMBOLS, Fleet, FleetConfig, wait_until
+from services.ingest.settings import DEMO_FILES
 from shared import keys
 from shared.report import ns_from_iso_utc, schema_errors
 from tests.support.binance_truth import read_truth
@@ -43,7 +44,7 @@ def _stored(client: redis.Redis, symbol: str) -> tuple[dict, int, int] | None:
 def test_reports_match_bookticker_and_current_token(fleet: Fleet) -> None:
     client = redis.Redis.from_url(fleet.redis.url)
     truths = {
-        sym: read_truth([DEMO_DATA / f for f in DEMO_FILES if f"/{sym}/" in f])
+        sym: read_truth([f for f in DEMO_FILES if f.parent.name == sym])
         for sym in DEMO_SYMBOLS
     }
     assert wait_until(

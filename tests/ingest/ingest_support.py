@@ -20,31 +20,28 @@ from shared import keys
 from shared.wire import DeltaPayload, Entry, SnapPayload, StatusPayload, decode
 from tests.support.polling import poll
 
-KIT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-DEMO = Path(__file__).resolve().parents[2] / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 
 #: session name -> files, replayed in this order (kit README "What is here").
 SESSIONS: dict[str, list[Path]] = {
     "usdm-btc-2024-07": [
-        DEMO / "binance-usdm/BTCUSDT/btcusdt_20240718.gz",
-        DEMO / "binance-usdm/BTCUSDT/btcusdt_20240719.gz",
+        DATA / "binance-usdm/BTCUSDT/btcusdt_20240718.gz",
+        DATA / "binance-usdm/BTCUSDT/btcusdt_20240719.gz",
     ],
     "usdm-eth-2024-07": [
-        DEMO / "binance-usdm/ETHUSDT/ethusdt_20240718.gz",
-        DEMO / "binance-usdm/ETHUSDT/ethusdt_20240719.gz",
+        DATA / "binance-usdm/ETHUSDT/ethusdt_20240718.gz",
+        DATA / "binance-usdm/ETHUSDT/ethusdt_20240719.gz",
     ],
-    "usdm-btc-2024-08": [KIT / "binance-usdm/BTCUSDT/btcusdt_20240808.gz"],
+    "usdm-btc-2024-08": [DATA / "binance-usdm/BTCUSDT/btcusdt_20240808.gz"],
     "spot-btc-2024-08": [
-        KIT / "binance-spot/BTCUSDT/btcusdt_20240808.gz",
-        KIT / "binance-spot/BTCUSDT/btcusdt_20240809.gz",
+        DATA / "binance-spot/BTCUSDT/btcusdt_20240808.gz",
     ],
     "coinm-btc-2024-08": [
-        KIT / "binance-coinm/BTCUSD_PERP/btcusd_perp_20240808.gz",
-        KIT / "binance-coinm/BTCUSD_PERP/btcusd_perp_20240809.gz",
+        DATA / "binance-coinm/BTCUSD_PERP/btcusd_perp_20240808.gz",
     ],
 }
-SPOT_2023 = KIT / "binance-spot/BTCUSDT/btcusdt_20230405.dat.gz"
-BYBIT = KIT / "bybit-linear/XRPUSDT/2024-12-01_XRPUSDT_ob500.data.zip"
+SPOT_2023 = DATA / "binance-spot/BTCUSDT/btcusdt_20230405.dat.gz"
+BYBIT = DATA / "bybit-linear/XRPUSDT/2024-12-01_XRPUSDT_ob500.data.zip"
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from ingest_support import DEMO, replay_once, start_ingest, wait_for
+from ingest_support import DATA, replay_once, start_ingest, wait_for
 from redis.asyncio import Redis
 
 from services.ingest.claims import ClaimLost, FeedClaims
@@ -16,7 +16,7 @@ from shared import keys
 from shared.errors import ConfigError
 from tests.support.polling import apoll
 
-ETH = DEMO / "binance-usdm/ETHUSDT/ethusdt_20240718.gz"
+ETH = DATA / "binance-usdm/ETHUSDT/ethusdt_20240718.gz"
 
 
 class _Log:

@@ -6,7 +6,7 @@ import itertools
 
 import msgspec
 import pytest
-from ingest_support import BYBIT, KIT
+from ingest_support import BYBIT, DATA
 from nautilus_trader.adapters.binance.common.schemas.market import (
     BinanceDepth,
     BinanceOrderBookMsg,
@@ -20,7 +20,7 @@ from services.ingest.feeds import replay_feeds
 from services.ingest.parsing import BookMsg, LineParser, TradeMsg
 from services.ingest.recorded import RecordedFile
 
-COINM = KIT / "binance-coinm/BTCUSD_PERP/btcusd_perp_20240808.gz"
+COINM = DATA / "binance-coinm/BTCUSD_PERP/btcusd_perp_20240808.gz"
 
 
 def _levels(deltas: object) -> list[tuple[object, object, int, int]]:

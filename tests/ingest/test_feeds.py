@@ -6,7 +6,7 @@ import gzip
 from pathlib import Path
 
 import pytest
-from ingest_support import BYBIT, KIT, SESSIONS
+from ingest_support import BYBIT, DATA, SESSIONS
 
 from services.ingest.feeds import parse_precisions, parse_symbol_map, replay_feeds
 from services.ingest.instruments import make_instrument
@@ -14,11 +14,12 @@ from shared.errors import ConfigError
 
 
 def test_kit_layout_gives_venue_market_symbol_and_date_order() -> None:
-    files = [*reversed(SESSIONS["coinm-btc-2024-08"]), BYBIT]
+    files = [*reversed(SESSIONS["usdm-btc-2024-07"]), *SESSIONS["coinm-btc-2024-08"], BYBIT]
     feeds = {f.symbol: f for f in replay_feeds(files)}
+    usdm = feeds["BTCUSDT"]
+    assert [p.name for p in usdm.files] == ["btcusdt_20240718.gz", "btcusdt_20240719.gz"]
     coinm = feeds["BTCUSDPERP"]
     assert (coinm.venue, coinm.market, coinm.raw_symbol) == ("BINANCE", "coinm", "BTCUSD_PERP")
-    assert [p.name for p in coinm.files] == ["btcusd_perp_20240808.gz", "btcusd_perp_20240809.gz"]
     assert coinm.instrument_id == "BTCUSD_PERP.BINANCE"
     assert coinm.registration()["size_unit"] == "contracts"
     xrp = feeds["XRPUSDT"]
@@ -33,8 +34,8 @@ def test_kit_layout_gives_venue_market_symbol_and_date_order() -> None:
 
 
 def test_two_feeds_with_one_symbol_is_a_config_error() -> None:
-    spot = KIT / "binance-spot/BTCUSDT/btcusdt_20240808.gz"
-    usdm = KIT / "binance-usdm/BTCUSDT/btcusdt_20240808.gz"
+    spot = DATA / "binance-spot/BTCUSDT/btcusdt_20240808.gz"
+    usdm = DATA / "binance-usdm/BTCUSDT/btcusdt_20240808.gz"
     with pytest.raises(ConfigError, match="two feeds publish symbol 'BTCUSDT'"):
         replay_feeds([spot, usdm])
     rename = parse_symbol_map("binance-spot:BTCUSDT=BTCSPOT")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ingest_support import BYBIT, DEMO, check_stream_consistency
+from ingest_support import BYBIT, DATA, check_stream_consistency
 from live_support import (
     ShadowBybitWs,
     ShadowDepthApi,
@@ -42,7 +42,7 @@ from services.ingest.settings import Settings
 from shared import keys
 from shared.wire import DeltaPayload, SnapPayload, StatusPayload, decode
 
-BTC_FILE = DEMO / "binance-usdm/BTCUSDT/btcusdt_20240718.gz"
+BTC_FILE = DATA / "binance-usdm/BTCUSDT/btcusdt_20240718.gz"
 LIMIT_S = 1.0
 
 

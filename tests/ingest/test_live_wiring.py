@@ -16,7 +16,7 @@ import itertools
 from typing import Any
 
 import msgspec
-from ingest_support import BYBIT, DEMO, replay_session
+from ingest_support import BYBIT, DATA, replay_session
 from live_support import running_live_node
 from nautilus_trader.adapters.binance.common.schemas.market import BinanceDepth
 from nautilus_trader.adapters.bybit.common.enums import BybitProductType
@@ -36,7 +36,7 @@ from services.ingest.settings import Settings
 from shared import keys
 from shared.wire import DeltaPayload, SnapPayload, StatusPayload, decode
 
-BTC_FILE = DEMO / "binance-usdm/BTCUSDT/btcusdt_20240718.gz"
+BTC_FILE = DATA / "binance-usdm/BTCUSDT/btcusdt_20240718.gz"
 
 
 class RecordedMarketApi:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ingest_support import BYBIT, DEMO, SPOT_2023
+from ingest_support import BYBIT, DATA, SPOT_2023
 
 from services.ingest.convert import OffGridError, levels_of, scale_raw, scale_text
 from services.ingest.feeds import Feed
@@ -171,7 +171,7 @@ def test_book_ticker_is_parsed_for_verification() -> None:
 
 
 def test_recorded_timestamps_are_ns_in_2024_and_us_in_2023() -> None:
-    first_2024 = next(RecordedFile(DEMO / "binance-usdm/BTCUSDT/btcusdt_20240718.gz").lines())
+    first_2024 = next(RecordedFile(DATA / "binance-usdm/BTCUSDT/btcusdt_20240718.gz").lines())
     first_2023 = next(RecordedFile(SPOT_2023).lines())
     assert first_2024.recv_ns is not None and 1.7e18 < first_2024.recv_ns < 1.8e18
     assert first_2023.recv_ns == 1680652800004107 * 1000
@@ -215,7 +215,7 @@ def test_compact_recorded_json_and_spaced_json_parse_the_same() -> None:
 
 
 def test_quotes_false_counts_book_tickers_and_parses_everything_else_the_same() -> None:
-    lines = list(RecordedFile(DEMO / "binance-usdm/BTCUSDT/btcusdt_20240718.gz").lines())[:3000]
+    lines = list(RecordedFile(DATA / "binance-usdm/BTCUSDT/btcusdt_20240718.gz").lines())[:3000]
     usdm = Feed("BINANCE", "usdm", "BTCUSDT", "BTCUSDT", 1, 3)
     full, lean = LineParser(usdm), LineParser(usdm, quotes=False)
     kept: list[tuple[object, ...]] = []
@@ -241,7 +241,7 @@ def test_gzip_lines_equal_gzipfile_across_chunk_and_member_boundaries(tmp_path: 
         with path.open("rb") as fileobj:
             got = [x.strip() for x in gzip_lines(fileobj, chunk) if x.strip()]
         assert got == expected, chunk
-    kit = DEMO / "binance-usdm/ETHUSDT/ethusdt_20240718.gz"
+    kit = DATA / "binance-usdm/ETHUSDT/ethusdt_20240718.gz"
     with gzip.open(kit) as stream:
         reference = [x.strip() for x in stream if x.strip()]
     assert [x.raw for x in RecordedFile(kit).lines()] == [x.partition(b" ")[2] for x in reference]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 from ingest_support import (
-    DEMO,
+    DATA,
     check_stream_consistency,
     replay_once,
     start_ingest,
@@ -24,12 +24,12 @@ from shared import keys
 from shared.wire import SnapPayload, StatusPayload, TradePayload
 
 BTC = [
-    DEMO / "binance-usdm/BTCUSDT/btcusdt_20240718.gz",
-    DEMO / "binance-usdm/BTCUSDT/btcusdt_20240719.gz",
+    DATA / "binance-usdm/BTCUSDT/btcusdt_20240718.gz",
+    DATA / "binance-usdm/BTCUSDT/btcusdt_20240719.gz",
 ]
 ETH = [
-    DEMO / "binance-usdm/ETHUSDT/ethusdt_20240718.gz",
-    DEMO / "binance-usdm/ETHUSDT/ethusdt_20240719.gz",
+    DATA / "binance-usdm/ETHUSDT/ethusdt_20240718.gz",
+    DATA / "binance-usdm/ETHUSDT/ethusdt_20240719.gz",
 ]
 
 

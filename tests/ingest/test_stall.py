@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from ingest_support import DEMO, check_stream_consistency, replay_once, stream_entries
+from ingest_support import DATA, check_stream_consistency, replay_once, stream_entries
 
 from services.ingest import metrics
 from services.ingest.offline import IngestOptions, offline_entries
@@ -29,7 +29,7 @@ from services.ingest.stall import (
 from shared.errors import ConfigError
 from shared.wire import DeltaPayload, Entry, StatusPayload
 
-BTC = DEMO / "binance-usdm/BTCUSDT/btcusdt_20240718.gz"
+BTC = DATA / "binance-usdm/BTCUSDT/btcusdt_20240718.gz"
 LINES = 4000  # ~65 s of exchange time, the venue snapshot on line 14
 SILENCE_AT = 2000  # the line (0-based) from which times are shifted
 SHIFT_S = 20  # the injected silence
