@@ -3,7 +3,8 @@
 A feed is one venue instrument published as one report symbol (one Redis Stream).
 In replay mode the feeds come from the recorded files' paths, laid out as in the kit:
 ``<venue>-<market>/<SYMBOL>/<file>``; a symbol's files are replayed in date order
-(they are one continuous stream).
+(they are one continuous stream). In live mode they come from
+``C8_INGEST_LIVE_SYMBOLS`` (``<venue>-<market>:<SYMBOL>,...``).
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ class Feed:
             return f"{self.raw_symbol}{suffix}.BINANCE"
         suffix = "-LINEAR" if self.market == "linear" else "-SPOT"
         return f"{self.raw_symbol}{suffix}.BYBIT"
+
+    @cached_property
+    def feed_dir(self) -> str:
+        """``<venue>-<market>``, as in the kit layout and ``C8_INGEST_VENUE_URLS``."""
+        return f"{self.venue.lower()}-{self.market}"
 
     @cached_property
     def is_futures(self) -> bool:
@@ -209,3 +215,41 @@ def replay_feeds(
             pp_sp = observed_precisions(ordered[0], venue)
         feeds.append(Feed(venue, market, raw, symbol, pp_sp[0], pp_sp[1], ordered))
     return sorted(feeds, key=lambda f: f.symbol)
+
+
+def live_feeds(
+    spec: str,
+    precisions: dict[str, tuple[int, int]],
+    symbol_map: dict[tuple[str, str], str],
+) -> list[Feed]:
+    """Feeds from ``C8_INGEST_LIVE_SYMBOLS`` (``binance-usdm:BTCUSDT,bybit-linear:XRPUSDT``)."""
+    feeds: list[Feed] = []
+    seen: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        feed_dir, sep, raw = item.partition(":")
+        if not sep or feed_dir not in FEED_DIRS or not raw:
+            raise ConfigError(
+                f"bad C8_INGEST_LIVE_SYMBOLS item {item!r}: want <venue>-<market>:<SYMBOL> "
+                f"with <venue>-<market> one of {', '.join(sorted(FEED_DIRS))}"
+            )
+        venue, market = FEED_DIRS[feed_dir]
+        raw = raw.upper()
+        pp_sp = precisions.get(raw) or KNOWN_PRECISIONS.get((venue, market, raw))
+        if pp_sp is None:
+            known = sorted(r for v, m, r in KNOWN_PRECISIONS if (v, m) == (venue, market))
+            raise ConfigError(
+                f"unknown live symbol {raw} on {feed_dir}: ingest knows "
+                f"{', '.join(known) or 'no symbols'} there; if the venue lists {raw}, "
+                f"give its precisions with C8_INGEST_PRECISIONS={raw}=PP:SP"
+            )
+        symbol = symbol_map.get((feed_dir, raw)) or report_symbol(raw)
+        if symbol in seen:
+            raise ConfigError(
+                f"two feeds publish symbol {symbol!r}: {seen[symbol]} and {item}; "
+                "rename one with C8_INGEST_SYMBOL_MAP"
+            )
+        seen[symbol] = item
+        feeds.append(Feed(venue, market, raw, symbol, pp_sp[0], pp_sp[1]))
+    if not feeds:
+        raise ConfigError("C8_INGEST_MODE=live needs C8_INGEST_LIVE_SYMBOLS")
+    return feeds

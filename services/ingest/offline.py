@@ -2,72 +2,31 @@
 
 Used by ``context8 report-at``, tests and benches. It runs ingest's own code, not a
 second parser: the feed table (``replay_feeds``: kit layout, precisions, symbol map),
-the recorded-file framing and ``LineParser`` (NautilusTrader venue schemas), the side
-channel and the real ``IngestActor`` (``BookSequencer``, checkpoints, status entries,
-wire encoding). Only the transport differs:
+the recorded-file framing, the venue parser and the ``FeedCore`` (sequencer, stalls on
+exchange time, checkpoints, status entries), exactly as the service's Actor drives it;
+only the transport differs: each entry is encoded with ``records.wire_fields`` and
+decoded with ``shared.wire.decode``, the round trip a Redis Stream entry makes.
 
-* The Nautilus objects are handed to the Actor's handlers directly instead of through
-  the TradingNode's data engine. With ``managed=False`` subscriptions the engine
-  delivers the very object the client handed it, one instrument in order, so the Actor
-  sees the same sequence of calls.
-* ``MemorySink`` stands in for ``StreamWriter``: what the Actor appends is decoded with
-  ``shared.wire.decode`` exactly as a calc worker decodes an ``XRANGE`` reply.
-
-Each feed gets its own Actor: the Actor keeps all state per instrument, so a symbol's
+Each feed is replayed on its own: the core keeps all state per feed, so a symbol's
 entries do not depend on the other feeds replayed beside it (nor on their merge order).
 """
 
 from __future__ import annotations
 
-from collections import Counter, deque
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.ingest.core import CoreConfig, FeedCore, Out
 from services.ingest.feeds import Feed, parse_precisions, parse_symbol_map, replay_feeds
-from services.ingest.stall import parse_stall_overrides
+from services.ingest.records import BookUpdate, Status, Trade, wire_fields
+from services.ingest.stall import parse_stall_overrides, stall_limit_ns
 from shared import wire
 
 #: The ``down`` reason ingest's replay publishes when a recording ends.
 END_OF_RECORDING = "end of recording"
-
-
-class MemorySink:
-    """Stands in for ``StreamWriter``: queues each appended entry, decoded, per symbol."""
-
-    def __init__(self) -> None:
-        self._queues: dict[str, deque[wire.Entry]] = {}
-        self.appended: Counter[str] = Counter()
-
-    def append(self, symbol: str, kind: str, fields: dict[bytes, bytes]) -> None:
-        # Decode the encoded fields: the round trip a Redis Stream entry makes.
-        self._queues.setdefault(symbol, deque()).append(wire.decode(fields))
-        self.appended[kind] += 1
-
-    def drain(self, symbol: str) -> Iterator[wire.Entry]:
-        queue = self._queues.get(symbol)
-        while queue:
-            yield queue.popleft()
-
-
-class QuietLog:
-    """Structlog-like logger that keeps only counts (the CLI's stdout is its output)."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-
-    def _record(self, level: str, event: str, **_: Any) -> None:
-        self.counts[f"{level}:{event}"] += 1
-
-    def info(self, event: str, **kw: Any) -> None:
-        self._record("info", event, **kw)
-
-    def warning(self, event: str, **kw: Any) -> None:
-        self._record("warning", event, **kw)
-
-    def error(self, event: str, **kw: Any) -> None:
-        self._record("error", event, **kw)
 
 
 @dataclass(frozen=True)
@@ -95,6 +54,24 @@ class IngestOptions:
             stall_after=settings.ingest_stall_after,
         )
 
+    def core_config(self, symbol: str, wall_clock: bool = False) -> CoreConfig:
+        """The feed core's settings for ``symbol``."""
+        return CoreConfig(
+            checkpoint_interval_ns=int(self.checkpoint_interval_s * 1e9),
+            snapshot_wait_ns=int(self.snapshot_wait_s * 1e9),
+            stall_limit_ns=stall_limit_ns(
+                symbol, self.stall_after_s, parse_stall_overrides(self.stall_after)
+            ),
+            wall_clock=wall_clock,
+        )
+
+
+def decoded(outs: Iterable[Out], pp: int, sp: int) -> Iterator[wire.Entry]:
+    """The stream entries among a core's outputs, through the wire and back."""
+    for out in outs:
+        if type(out) is BookUpdate or type(out) is Trade or type(out) is Status:
+            yield wire.decode(wire_fields(out, pp, sp)[1])
+
 
 @dataclass
 class FeedReplay:
@@ -102,10 +79,10 @@ class FeedReplay:
 
     feed: Feed
     options: IngestOptions = field(default_factory=IngestOptions)
-    log: Any = field(default_factory=QuietLog)
     #: Lines rejected by the parser, by reason (filled while iterating).
     rejections: Counter[str] = field(default_factory=Counter)
-    sink: MemorySink = field(default_factory=MemorySink)
+    #: The feed core of the last ``entries()`` run (its counts, its final state).
+    core: FeedCore | None = None
 
     @property
     def size_unit(self) -> str:
@@ -113,49 +90,24 @@ class FeedReplay:
 
     def entries(self) -> Iterator[wire.Entry]:
         """The entries ingest appends to ``keys.stream(feed.symbol)``, ending with ``down``."""
-        # Nautilus is imported only now (seconds): a configuration error fails fast.
-        from services.ingest.actor import IngestActor, IngestActorConfig
-        from services.ingest.instruments import make_instrument
-        from services.ingest.parsing import BookMsg, LineParser, ParseRejection, QuoteMsg
+        # The venue parsers import Nautilus (seconds): a configuration error fails first.
+        from services.ingest.parsing import ParseRejection, parser_for
         from services.ingest.recorded import RecordedFile
-        from services.ingest.side_channel import SideChannel
 
-        feed, side, sink = self.feed, SideChannel(), self.sink
-        actor = IngestActor(
-            IngestActorConfig(
-                checkpoint_interval_s=self.options.checkpoint_interval_s,
-                snapshot_wait_s=self.options.snapshot_wait_s,
-                stall_after_s=self.options.stall_after_s,
-                stall_after=parse_stall_overrides(self.options.stall_after),
-            ),
-            [feed],
-            side,
-            sink,  # type: ignore[arg-type]  # duck-typed StreamWriter
-            self.log,
-        )
-        parser = LineParser(feed, make_instrument(feed).id, quotes=False)  # as the replay
-        iid = feed.instrument_id
+        feed = self.feed
+        pp, sp = feed.price_precision, feed.size_precision
+        core = self.core = FeedCore(feed, self.options.core_config(feed.symbol))
+        parser = parser_for(feed, quotes=False)  # as the replay: bookTicker is no entry
         for path in feed.files:
             for line in RecordedFile(path).lines():
                 try:
-                    msgs = parser.parse_all(line)
+                    records = parser.parse_all(line)
                 except ParseRejection as exc:
                     self.rejections[exc.reason] += 1
                     continue
-                for msg in msgs:
-                    if isinstance(msg, QuoteMsg):
-                        continue  # not with quotes=False; bookTicker is not a wire entry
-                    # What ReplayDataClient._emit does, with the data engine's delivery
-                    # to the Actor inlined.
-                    side.push(iid, msg)
-                    if isinstance(msg, BookMsg):
-                        if msg.deltas is not None:
-                            actor.on_order_book_deltas(msg.deltas)
-                    else:
-                        actor.on_trade_tick(msg.tick)
-                    yield from sink.drain(feed.symbol)
-        actor.end_of_feed(iid, END_OF_RECORDING)
-        yield from sink.drain(feed.symbol)
+                for record in records:
+                    yield from decoded(core.on_record(record), pp, sp)  # type: ignore[arg-type]
+        yield from decoded(core.end(END_OF_RECORDING), pp, sp)
 
 
 def offline_feeds(paths: list[Path], options: IngestOptions | None = None) -> list[FeedReplay]:

@@ -5,7 +5,8 @@ the Actor are the same in replay and live mode. Each feed's files are read in da
 order and parsed with Nautilus's venue schemas (``LineParser``); feeds are merged in
 exchange-time order with ``heapq.merge`` (the merge key is each feed's running maximum
 event time, so every input is sorted and a feed's own order is never changed).
-Replay starts once the Actor has subscribed to every feed.
+Replay starts once the Actor has subscribed to every feed. Each record is handed to
+Nautilus as the live clients hand theirs (``nautilus_data.Handoff``).
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ from nautilus_trader.model.identifiers import ClientId
 from services.ingest import metrics
 from services.ingest.feeds import Feed
 from services.ingest.instruments import make_instrument
-from services.ingest.parsing import BookMsg, LineParser, ParseRejection, QuoteMsg, TradeMsg
+from services.ingest.nautilus_data import Handoff
+from services.ingest.parsing import ParseRejection, parser_for
 from services.ingest.recorded import RecordedFile
+from services.ingest.records import Record
 from services.ingest.side_channel import SideChannel
 
 REPLAY_CLIENT_ID = "REPLAY"
@@ -99,6 +102,7 @@ class ReplayDataClient(LiveMarketDataClient):
             config=config,
         )
         self._feeds = feeds
+        self._handoffs = [Handoff(feed, side, self._handle_data) for feed in feeds]
         self._speed = config.speed
         self._side = side
         self._hooks = hooks
@@ -149,12 +153,10 @@ class ReplayDataClient(LiveMarketDataClient):
         if exc is not None and self._hooks.log is not None:
             self._hooks.log.error("replay failed", error=repr(exc), exc_info=exc)
 
-    def _feed_messages(
-        self, index: int, feed: Feed
-    ) -> Iterator[tuple[int, int, BookMsg | TradeMsg]]:
-        """(merge key, feed index, message) of one feed, in file order."""
+    def _feed_records(self, index: int, feed: Feed) -> Iterator[tuple[int, int, Record]]:
+        """(merge key, feed index, record) of one feed, in file order."""
         # bookTicker lines are counted, not parsed: live mode does not subscribe to them.
-        parser = LineParser(feed, self._instruments[feed.instrument_id].id, quotes=False)
+        parser = parser_for(feed, quotes=False)
         key = 0
         book_tickers = metrics.MESSAGES.labels(feed.symbol, "book_ticker")
         for path in feed.files:
@@ -181,15 +183,13 @@ class ReplayDataClient(LiveMarketDataClient):
                         parser.quotes_skipped = 0
                     continue
                 for msg in msgs:
-                    if isinstance(msg, QuoteMsg):
-                        continue  # not with quotes=False
                     key = max(key, msg.event_ns)
-                    yield key, index, msg
+                    yield key, index, msg  # type: ignore[misc]  # no quotes: quotes=False
             book_tickers.inc(parser.quotes_skipped)
             parser.quotes_skipped = 0
 
     async def _replay(self) -> None:
-        streams = [self._feed_messages(i, feed) for i, feed in enumerate(self._feeds)]
+        streams = [self._feed_records(i, feed) for i, feed in enumerate(self._feeds)]
         merged = (
             streams[0]  # one feed: nothing to merge
             if len(streams) == 1
@@ -216,7 +216,7 @@ class ReplayDataClient(LiveMarketDataClient):
                         base_key, base_wall = key, now  # skip a long idle stretch
                     elif delay > 0.001:
                         await asyncio.sleep(delay)
-                self._emit(self._feeds[index], msg)
+                self._handoffs[index](msg)
                 if count % _YIELD_EVERY == 0:
                     ratio = self._bytes_read() / total_bytes
                     metrics.REPLAY_PROGRESS.set(ratio)
@@ -240,14 +240,6 @@ class ReplayDataClient(LiveMarketDataClient):
 
     def _bytes_read(self) -> float:
         return sum(f.progress * f.size for f in self._files)
-
-    def _emit(self, feed: Feed, msg: BookMsg | TradeMsg) -> None:
-        self._side.push(feed.instrument_id, msg)
-        if isinstance(msg, BookMsg):
-            if msg.deltas is not None:
-                self._handle_data(msg.deltas)
-        else:
-            self._handle_data(msg.tick)
 
 
 def make_replay_factory(

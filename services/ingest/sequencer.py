@@ -16,8 +16,8 @@ Follows the venues' documented way of keeping a local book:
    emits ``status: degraded``: the book is not known to be wrong, only possibly stale.
    Diffs already buffered are kept (they still chain onto the coming snapshot).
 
-Inputs and outputs are plain ints (prices/sizes already scaled), so this module is
-tested directly against the recorded bookTicker stream.
+Inputs and outputs are records (``records.py``) of plain ints (prices/sizes already
+scaled), so this module is tested directly against the recorded bookTicker stream.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from enum import Enum
 from heapq import heapify, heappop, heappush
 from typing import Literal
 
-Level = tuple[int, int]
+from services.ingest.records import BookUpdate, Level, Source, Status
 
 
 class Rule(Enum):
@@ -40,54 +40,9 @@ class Rule(Enum):
     NEXT_ID = "next_id"
 
 
-@dataclass(slots=True)
-class BookUpdate:
-    """One venue book message with scaled int levels (size 0 removes a level)."""
-
-    snapshot: bool
-    U: int
-    u: int
-    pu: int
-    bids: list[Level]
-    asks: list[Level]
-    event_ns: int
-    recv_ns: int
-
-
-@dataclass(slots=True)
-class SnapOut:
-    """Emit a full book (best first)."""
-
-    u: int
-    bids: list[Level]
-    asks: list[Level]
-    src: Literal["venue", "checkpoint"]
-    event_ns: int
-    recv_ns: int
-
-
-@dataclass(slots=True)
-class DeltaOut:
-    """Emit one applied diff."""
-
-    U: int
-    u: int
-    pu: int
-    bids: list[Level]
-    asks: list[Level]
-    event_ns: int
-    recv_ns: int
-
-
-@dataclass(slots=True)
-class StatusOut:
-    state: Literal["ok", "resync", "unbuildable", "down", "degraded"]
-    reason: str
-    event_ns: int
-    recv_ns: int
-
-
-Output = SnapOut | DeltaOut | StatusOut
+#: What the sequencer emits: a snapshot (a sorted copy of the book), an applied diff
+#: (the very update it was given) or a status change.
+Output = BookUpdate | Status
 
 
 @dataclass(slots=True)
@@ -149,21 +104,20 @@ class BookSequencer:
         out: list[Output] = []
         if not self.ever_synced and not self.unbuildable_sent:
             self.unbuildable_sent = True
-            out.append(StatusOut("unbuildable", "no snapshot in the feed", event_ns, recv_ns))
+            out.append(Status("unbuildable", "no snapshot in the feed", event_ns, recv_ns))
         return out
 
-    def checkpoint(self, event_ns: int, recv_ns: int) -> SnapOut | None:
+    def checkpoint(self, event_ns: int, recv_ns: int) -> BookUpdate | None:
         """A snapshot of the current validated book, or None if there is none."""
         if self.phase != "ok" or self.last_u is None:
             return None
-        return SnapOut(
-            self.last_u,
-            sorted(self.bids.items(), reverse=True),
-            sorted(self.asks.items()),
-            "checkpoint",
-            event_ns,
-            recv_ns,
-        )
+        return self._book_snapshot(self.last_u, event_ns, recv_ns, "checkpoint")
+
+    def _book_snapshot(self, u: int, event_ns: int, recv_ns: int, source: Source) -> BookUpdate:
+        """The validated book as a snapshot, best first."""
+        bids = sorted(self.bids.items(), reverse=True)
+        asks = sorted(self.asks.items())
+        return BookUpdate(True, u, u, u, bids, asks, event_ns, recv_ns, source)
 
     def invalidate(self, reason: str, event_ns: int, recv_ns: int) -> list[Output]:
         """Drop the book from outside (e.g. a diff's venue ids were lost): a gap."""
@@ -185,7 +139,7 @@ class BookSequencer:
             self._set_book({}, {})
             self.last_u = None
         self.phase = "degraded"
-        return [StatusOut("degraded", reason, event_ns, recv_ns)]
+        return [Status("degraded", reason, event_ns, recv_ns)]
 
     def top(self) -> tuple[int, int, int, int] | None:
         """(best bid px, size, best ask px, size) of the validated book, or None."""
@@ -208,18 +162,9 @@ class BookSequencer:
             return out
         self.phase = "ok"
         self.ever_synced = True
-        out.append(
-            SnapOut(
-                upd.u,
-                sorted(self.bids.items(), reverse=True),
-                sorted(self.asks.items()),
-                "venue",
-                upd.event_ns,
-                upd.recv_ns,
-            )
-        )
+        out.append(self._book_snapshot(upd.u, upd.event_ns, upd.recv_ns, upd.source))
         if recovering:
-            out.append(StatusOut("ok", "rebuilt from venue snapshot", upd.event_ns, upd.recv_ns))
+            out.append(Status("ok", "rebuilt from venue snapshot", upd.event_ns, upd.recv_ns))
         pending, self._buffer = self._buffer, deque()
         for diff in pending:
             if self.phase == "ok":
@@ -242,9 +187,7 @@ class BookSequencer:
             self.unbuildable_sent = True
             waited = self.snapshot_wait_ns / 1e9
             out.append(
-                StatusOut(
-                    "unbuildable", f"no snapshot within {waited:g} s", upd.event_ns, upd.recv_ns
-                )
+                Status("unbuildable", f"no snapshot within {waited:g} s", upd.event_ns, upd.recv_ns)
             )
         return out
 
@@ -286,7 +229,7 @@ class BookSequencer:
             return
         self.last_u = upd.u
         self.stats.applied += 1
-        out.append(DeltaOut(upd.U, upd.u, upd.pu, upd.bids, upd.asks, upd.event_ns, upd.recv_ns))
+        out.append(upd)
 
     def _set_book(self, bids: dict[int, int], asks: dict[int, int]) -> None:
         self.bids, self.asks = bids, asks
@@ -342,4 +285,4 @@ class BookSequencer:
         self._buffer.clear()
         if keep:
             self._buffer.append(upd)
-        out.append(StatusOut("resync", reason, upd.event_ns, upd.recv_ns))
+        out.append(Status("resync", reason, upd.event_ns, upd.recv_ns))

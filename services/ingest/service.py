@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from services.ingest.claims import ClaimLost, FeedClaims
 from services.ingest.feeds import (
     Feed,
+    live_feeds,
     parse_precisions,
     parse_symbol_map,
     replay_feeds,
@@ -41,9 +42,10 @@ def resolve_feeds(settings: Settings) -> list[Feed]:
     if settings.ingest_mode == "replay":
         feeds = replay_feeds(settings.replay_paths(), precisions, symbol_map)
     else:
-        from services.ingest.live import live_feeds
+        from services.ingest.venues import parse_venue_urls
 
         feeds = live_feeds(settings.ingest_live_symbols, precisions, symbol_map)
+        parse_venue_urls(settings.ingest_venue_urls)  # a bad URL fails here
     check_stall_symbols(stall_overrides, [f.symbol for f in feeds])
     return feeds
 
@@ -185,7 +187,7 @@ async def run_node(
         )
         node, actor = build_replay_node(settings, feeds, side, writer, hooks, log)
     else:
-        from services.ingest.live import build_live_node
+        from services.ingest.node import build_live_node
 
         node, actor = build_live_node(settings, feeds, side, writer, log)
     holder["actor"] = actor

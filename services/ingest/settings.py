@@ -50,6 +50,9 @@ class Settings(ServiceSettings):
     ingest_symbol_map: str = ""
     #: Live mode: comma-separated ``<venue>-<market>:<RAW SYMBOL>`` (e.g. ``binance-usdm:BTCUSDT``).
     ingest_live_symbols: str = ""
+    #: Live mode: other servers for the venues' public APIs,
+    #: ``<venue>-<market>=<http base>|<ws base>,...`` (unset: the real endpoints).
+    ingest_venue_urls: str = ""
     #: How often the stream lengths (XLEN) are sampled for the metrics.
     ingest_stream_stats_interval_s: float = Field(default=5.0, gt=0)
     #: Replay progress line on stderr: ``auto`` (only when stderr is a terminal),

@@ -1,16 +1,19 @@
-"""What Nautilus data objects do not carry, passed beside them from data client to Actor.
+"""Records carried beside the Nautilus objects built from them, data client -> Actor.
 
-``OrderBookDeltas`` keep only ``sequence`` (= the venue's ``u``), not ``U``/``pu``; a
-``TradeTick`` has no liquidation flag. The data client pushes the parsed venue message
-(``BookMsg`` / ``TradeMsg``, which holds the very Nautilus object it hands to
-Nautilus) onto a per-instrument FIFO just before ``_handle_data``; the Actor pops it
-when that object reaches it. Nautilus delivers one instrument's data in the order it
-was handed in, so FIFO order matches; the Actor still checks identity (the message
-must hold the same object) and treats a mismatch as a sequence break, never guesses.
+Nautilus's ``OrderBookDeltas`` keep only ``sequence`` (the venue's ``u``), not
+``U``/``pu``, and a ``TradeTick`` has no liquidation flag: the Actor works on the
+record (``records.py``) the object was built from. The data client pushes the record
+with its object onto a per-instrument FIFO just before ``_handle_data(object)``; the
+Actor pops it when that object reaches it. Nautilus delivers one instrument's data in
+the order it was handed in, so FIFO order matches; the Actor still checks identity (the
+entry must hold the same object) and treats a mismatch as a sequence break, never
+guesses.
 
-A diff that changes no level has no Nautilus object: it is queued with
-``deltas=None`` and the Actor applies it (it advances the sequence) before the next
-object of that instrument.
+A diff that changes no level has no Nautilus object: it is queued without one and the
+Actor applies it (it advances the sequence) before the next object of that instrument.
+
+Live clients also register here how to ask the venue for a fresh book per instrument,
+and announce what the venue's stream cannot say itself (the venue is unreachable).
 """
 
 from __future__ import annotations
@@ -19,65 +22,63 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
-from services.ingest.parsing import BookMsg, TradeMsg
-
-SideMsg = BookMsg | TradeMsg
+from services.ingest.records import Record, Status
 
 
 class SideChannel:
-    """Per-instrument FIFOs of parsed venue messages awaiting their Nautilus object."""
+    """Per-instrument FIFOs of records awaiting their Nautilus object."""
 
     def __init__(self) -> None:
-        self._queues: dict[str, deque[SideMsg]] = {}
-        #: Messages that carry a Nautilus object still in flight through Nautilus.
+        self._queues: dict[str, deque[tuple[Record, object | None]]] = {}
+        #: Records whose Nautilus object is still in flight through Nautilus.
         self.in_flight = 0
         self._delivered = asyncio.Event()
         self._delivered.set()
-        #: Live clients register how to fetch a fresh venue snapshot per instrument.
         self._resync: dict[str, Callable[[], None]] = {}
+        self._listener: Callable[[str, Status], None] | None = None
 
-    def push(self, instrument_id: str, msg: SideMsg) -> None:
-        self._queues.setdefault(instrument_id, deque()).append(msg)
-        if not (isinstance(msg, BookMsg) and msg.deltas is None):
+    def push(self, instrument_id: str, record: Record, obj: object | None) -> None:
+        """Queue ``record``; ``obj`` is the Nautilus object about to be handed to Nautilus
+        (None: the record has none, e.g. a diff that changes no level)."""
+        self._queues.setdefault(instrument_id, deque()).append((record, obj))
+        if obj is not None:
             self.in_flight += 1
             self._delivered.clear()
 
-    def pop_until(self, instrument_id: str, obj: object) -> tuple[list[BookMsg], SideMsg | None]:
-        """Leading object-less diffs, then the message holding ``obj`` (None if absent).
+    def pop_until(self, instrument_id: str, obj: object) -> tuple[list[Record], Record | None]:
+        """Leading object-less records, then the record of ``obj`` (None if absent).
 
-        If a message queued before ``obj``'s never arrived, it is discarded and the
-        caller sees ``None`` (treated as a sequence break).
+        If a record queued before ``obj``'s never had its object delivered, it is
+        discarded and the caller gets ``None`` (treated as a sequence break).
         """
         queue = self._queues.get(instrument_id)
-        empty: list[BookMsg] = []
+        leading: list[Record] = []
         if not queue:
-            return empty, None
-        leading: list[BookMsg] = []
+            return leading, None
         lost = False
         while queue:
-            msg = queue.popleft()
-            if isinstance(msg, BookMsg) and msg.deltas is None:
-                leading.append(msg)
+            record, held = queue.popleft()
+            if held is None:
+                leading.append(record)
                 continue
             self._landed()
-            held = msg.deltas if isinstance(msg, BookMsg) else msg.tick
             # Identity is the normal case; a copy of the same data still matches.
             if held is obj or _same(held, obj):
-                return leading, (None if lost else msg)
-            lost = True  # this message's object never arrived: a break, not a guess
+                return leading, (None if lost else record)
+            lost = True  # this record's object never arrived: a break, not a guess
         return leading, None
 
-    def on_resync(self, instrument_id: str, request_snapshot: Callable[[], None]) -> None:
-        """Register how to get a new venue snapshot for ``instrument_id`` (live mode)."""
-        self._resync[instrument_id] = request_snapshot
-
-    def request_resync(self, instrument_id: str) -> bool:
-        """Ask the data client for a new snapshot; False if it cannot (replay)."""
-        request = self._resync.get(instrument_id)
-        if request is None:
-            return False
-        request()
-        return True
+    def drain(self, instrument_id: str) -> list[Record]:
+        """Object-less records left at the end of a feed."""
+        queue = self._queues.get(instrument_id)
+        out: list[Record] = []
+        while queue:
+            record, held = queue.popleft()
+            if held is None:
+                out.append(record)
+            else:
+                self._landed()
+        return out
 
     async def wait_delivered(self) -> None:
         """Wait until every object handed to Nautilus has reached the Actor."""
@@ -88,17 +89,26 @@ class SideChannel:
         if self.in_flight <= 0:
             self._delivered.set()
 
-    def drain(self, instrument_id: str) -> list[BookMsg]:
-        """Object-less diffs left at the end of a feed."""
-        queue = self._queues.get(instrument_id)
-        out: list[BookMsg] = []
-        while queue:
-            msg = queue.popleft()
-            if isinstance(msg, BookMsg) and msg.deltas is None:
-                out.append(msg)
-            else:
-                self._landed()
-        return out
+    def on_resync(self, instrument_id: str, request_snapshot: Callable[[], None]) -> None:
+        """Register how to get a new venue snapshot for ``instrument_id`` (live mode)."""
+        self._resync[instrument_id] = request_snapshot
+
+    def listen(self, listener: Callable[[str, Status], None]) -> None:
+        """Where ``announce`` goes (the Actor)."""
+        self._listener = listener
+
+    def announce(self, instrument_id: str, status: Status) -> None:
+        """A feed status from the venue client itself (not from the venue's stream)."""
+        if self._listener is not None:
+            self._listener(instrument_id, status)
+
+    def request_resync(self, instrument_id: str) -> bool:
+        """Ask the data client for a new snapshot; False if it cannot (replay)."""
+        request = self._resync.get(instrument_id)
+        if request is None:
+            return False
+        request()
+        return True
 
 
 def _same(held: object, obj: object) -> bool:

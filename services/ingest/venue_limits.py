@@ -112,3 +112,70 @@ class ResyncBackoff:
             return 0.0
         ceiling = min(self.cap_s, self.base_s * 2 ** (self.attempts - 2))
         return ceiling * (0.5 + 0.5 * self._rng())
+
+
+class RestBudget:
+    """Request weight per rolling minute to one venue host, and the venue's stop orders.
+
+    ``acquire(weight)`` waits until ``weight`` more fits in the last ``window_s`` and no
+    ``Retry-After`` (HTTP 429/418) is pending; ``back_off(s)`` records such an order.
+    Shared by every request of a venue client, so a burst of re-syncs (many symbols
+    after a reconnect) is spread out instead of tripping the venue's limit.
+    """
+
+    def __init__(
+        self,
+        weight_per_window: int,
+        window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if weight_per_window < 1 or window_s <= 0:
+            raise ValueError("weight_per_window must be >= 1 and window_s > 0")
+        self.limit = weight_per_window
+        self.window_s = window_s
+        self._clock = clock
+        self._spent: deque[tuple[float, int]] = deque()
+        self._total = 0
+        self.blocked_until = 0.0
+        self._lock = asyncio.Lock()
+
+    def used(self) -> int:
+        """Weight spent in the current window."""
+        now = self._clock()
+        while self._spent and now - self._spent[0][0] >= self.window_s:
+            self._total -= self._spent.popleft()[1]
+        return self._total
+
+    def delay(self, weight: int) -> float:
+        """Seconds until ``weight`` may be spent (0 = now)."""
+        now = self._clock()
+        wait = max(0.0, self.blocked_until - now)
+        used = self.used()
+        if used + weight > self.limit and self._spent:
+            # Wait for enough of the oldest spending to leave the window.
+            need = used + weight - self.limit
+            freed = 0
+            for at, spent in self._spent:
+                freed += spent
+                if freed >= need:
+                    wait = max(wait, at + self.window_s - now)
+                    break
+        return wait
+
+    def record(self, weight: int) -> None:
+        self._spent.append((self._clock(), weight))
+        self._total += weight
+
+    async def acquire(self, weight: int) -> float:
+        """Wait for room and spend ``weight``; returns how long it waited."""
+        waited = 0.0
+        async with self._lock:  # FIFO: requests are served in order
+            while (wait := self.delay(weight)) > 0:
+                waited += wait
+                await asyncio.sleep(wait)
+            self.record(weight)
+        return waited
+
+    def back_off(self, seconds: float) -> None:
+        """The venue said to stop for ``seconds`` (``Retry-After``)."""
+        self.blocked_until = max(self.blocked_until, self._clock() + max(seconds, 0.0))

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.ingest.convert import book_update, scale_text
 from services.ingest.feeds import Feed, replay_feeds
-from services.ingest.parsing import BookMsg, LineParser, ParseRejection, QuoteMsg, TradeMsg
+from services.ingest.parsing import ParseRejection, parser_for
 from services.ingest.recorded import RecordedFile
-from services.ingest.sequencer import BookSequencer, DeltaOut, Output, Rule
+from services.ingest.records import BookUpdate, Quote, Record, Status, Trade
+from services.ingest.scaling import scaled
+from services.ingest.sequencer import BookSequencer, Output, Rule
 from shared import keys
 from shared.wire import DeltaPayload, Entry, SnapPayload, StatusPayload, decode
 from tests.support.polling import poll
@@ -51,12 +52,12 @@ class SessionResult:
     feed: Feed
     sequencer: BookSequencer
     outputs: list[Output] = field(default_factory=list)
-    quotes: list[QuoteMsg] = field(default_factory=list)
-    trades: list[TradeMsg] = field(default_factory=list)
+    quotes: list[Quote] = field(default_factory=list)
+    trades: list[Trade] = field(default_factory=list)
     #: (u of an applied diff, top of book right after it)
     tops: list[tuple[int, int, tuple[int, int, int, int] | None]] = field(default_factory=list)
     rejections: dict[str, int] = field(default_factory=dict)
-    messages: list[BookMsg | TradeMsg] = field(default_factory=list)
+    messages: list[Record] = field(default_factory=list)
 
     def compare_with_book_ticker(self) -> tuple[int, int]:
         """(matches, mismatches) of the rebuilt top vs every comparable bookTicker.
@@ -73,10 +74,10 @@ class SessionResult:
             if i < 0 or i + 1 >= len(self.tops) or not quote.u < self.tops[i][1]:
                 continue
             expected = (
-                scale_text(quote.bid_px, pp),
-                scale_text(quote.bid_sz, sp),
-                scale_text(quote.ask_px, pp),
-                scale_text(quote.ask_sz, sp),
+                scaled(quote.bid_px, pp),
+                scaled(quote.bid_sz, sp),
+                scaled(quote.ask_px, pp),
+                scaled(quote.ask_sz, sp),
             )
             if self.tops[i][2] == expected:
                 matches += 1
@@ -88,10 +89,10 @@ class SessionResult:
 def replay_session(files: list[Path]) -> SessionResult:
     """Parse a session's files and run its book messages through a BookSequencer."""
     feed = replay_feeds(files)[0]
-    parser = LineParser(feed)
+    parser = parser_for(feed)
     rejections: dict[str, int] = {}
-    quotes: list[QuoteMsg] = []
-    messages: list[BookMsg | TradeMsg] = []
+    quotes: list[Quote] = []
+    messages: list[Record] = []
     for path in feed.files:
         for line in RecordedFile(path).lines():
             try:
@@ -99,7 +100,7 @@ def replay_session(files: list[Path]) -> SessionResult:
             except ParseRejection as exc:
                 rejections[exc.reason] = rejections.get(exc.reason, 0) + 1
                 continue
-            if isinstance(msg, QuoteMsg):
+            if isinstance(msg, Quote):
                 quotes.append(msg)
             else:
                 messages.append(msg)
@@ -109,19 +110,18 @@ def replay_session(files: list[Path]) -> SessionResult:
     return result
 
 
-def sequence_messages(feed: Feed, messages: list[BookMsg | TradeMsg]) -> SessionResult:
-    """Run parsed messages (possibly tampered with) through a fresh BookSequencer."""
+def sequence_messages(feed: Feed, messages: list[Record]) -> SessionResult:
+    """Run parsed records (possibly tampered with) through a fresh BookSequencer."""
     result = SessionResult(feed, BookSequencer(Rule.FUTURES if feed.is_futures else Rule.NEXT_ID))
     result.messages = messages
-    applied: list[DeltaOut] = []
+    applied: list[BookUpdate] = []
     for msg in messages:
-        if isinstance(msg, TradeMsg):
+        if isinstance(msg, Trade):
             result.trades.append(msg)
             continue
-        update = book_update(msg, feed.price_precision, feed.size_precision)
-        for out in result.sequencer.on_update(update):
+        for out in result.sequencer.on_update(msg):
             result.outputs.append(out)
-            if isinstance(out, DeltaOut):
+            if isinstance(out, BookUpdate) and not out.snapshot:
                 applied.append(out)
                 result.tops.append((out.u, 0, result.sequencer.top()))
     # The window of a top is [its diff's u, the next applied diff's U).
@@ -129,6 +129,18 @@ def sequence_messages(feed: Feed, messages: list[BookMsg | TradeMsg]) -> Session
         u, _, top = result.tops[i]
         result.tops[i] = (u, applied[i + 1].U, top)
     return result
+
+
+def snaps(outputs: list[Any]) -> list[BookUpdate]:
+    return [o for o in outputs if isinstance(o, BookUpdate) and o.snapshot]
+
+
+def deltas(outputs: list[Any]) -> list[BookUpdate]:
+    return [o for o in outputs if isinstance(o, BookUpdate) and not o.snapshot]
+
+
+def statuses(outputs: list[Any]) -> list[Status]:
+    return [o for o in outputs if isinstance(o, Status)]
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> object:

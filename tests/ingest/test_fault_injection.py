@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import copy
 
-from ingest_support import SessionResult, sequence_messages
+from ingest_support import SessionResult, deltas, sequence_messages, snaps, statuses
 
-from services.ingest.parsing import BookMsg
-from services.ingest.sequencer import DeltaOut, SnapOut, StatusOut
+from services.ingest.records import BookUpdate
 
 
 def _diff_indexes(messages: list) -> list[int]:
-    return [i for i, m in enumerate(messages) if isinstance(m, BookMsg) and not m.snapshot]
+    return [i for i, m in enumerate(messages) if isinstance(m, BookUpdate) and not m.snapshot]
 
 
 def test_dropped_diff_is_a_gap_then_degraded(session_results: dict[str, SessionResult]) -> None:
@@ -22,12 +21,12 @@ def test_dropped_diff_is_a_gap_then_degraded(session_results: dict[str, SessionR
     result = sequence_messages(clean.feed, messages)
     stats = result.sequencer.stats
     assert stats.gaps == 1 and stats.resyncs == 1
-    statuses = [o for o in result.outputs if isinstance(o, StatusOut)]
-    assert [s.state for s in statuses] == ["resync"]
+    found = statuses(result.outputs)
+    assert [s.state for s in found] == ["resync"]
     # Nothing is published after the gap: no later snapshot exists in the recording.
-    after = result.outputs[result.outputs.index(statuses[0]) + 1 :]
+    after = result.outputs[result.outputs.index(found[0]) + 1 :]
     assert after == [] and result.sequencer.phase == "degraded"
-    assert all(o.u < dropped.u for o in result.outputs if isinstance(o, DeltaOut))
+    assert all(o.u < dropped.u for o in deltas(result.outputs))
     # Up to the gap the book still matched the venue.
     result.quotes = clean.quotes
     matches, mismatches = result.compare_with_book_ticker()
@@ -65,35 +64,18 @@ def test_crossing_diff_is_counted_and_resyncs(session_results: dict[str, Session
     messages = list(clean.messages)
     i = _diff_indexes(messages)[1500]
     original = messages[i]
-    assert isinstance(original, BookMsg) and original.deltas is not None
+    assert isinstance(original, BookUpdate) and original.bids
     # Put a bid far above every ask: a corrupt level the venue would never send.
     tampered = copy.copy(original)
-    bid = next(d for d in original.deltas.deltas if d.order.side.name == "BUY")
-    from nautilus_trader.model.data import BookOrder, OrderBookDelta, OrderBookDeltas
-    from nautilus_trader.model.enums import BookAction, OrderSide
-    from nautilus_trader.model.objects import Price
-
-    crossing = OrderBookDelta(
-        bid.instrument_id,
-        BookAction.UPDATE,
-        BookOrder(OrderSide.BUY, Price.from_str("99999.99"), bid.order.size, 0),
-        0,
-        bid.sequence,
-        bid.ts_event,
-        bid.ts_init,
-    )
-    tampered.deltas = OrderBookDeltas(bid.instrument_id, [*original.deltas.deltas, crossing])
-    # The exact ints the parser carries beside the deltas are what the book applies.
-    assert original.bids is not None
     tampered.bids = [*original.bids, (9999999, original.bids[0][1] or 1)]
     messages[i] = tampered
     result = sequence_messages(clean.feed, messages)
     stats = result.sequencer.stats
     assert stats.crossed == 1 and stats.resyncs == 1
-    status = next(o for o in result.outputs if isinstance(o, StatusOut))
+    status = statuses(result.outputs)[0]
     assert status.state == "resync" and "crossed" in status.reason
     # The crossing diff itself was never published.
-    assert not any(isinstance(o, DeltaOut) and o.u == original.u for o in result.outputs)
+    assert not any(o.u == original.u for o in deltas(result.outputs))
 
 
 def test_recovery_from_a_gap_on_the_next_snapshot_has_no_stale_levels(
@@ -106,10 +88,9 @@ def test_recovery_from_a_gap_on_the_next_snapshot_has_no_stale_levels(
     messages = list(early.messages)
     del messages[_diff_indexes(messages)[6000]]
     result = sequence_messages(early.feed, messages + list(later.messages))
-    states = [o.state for o in result.outputs if isinstance(o, StatusOut)]
+    states = [o.state for o in statuses(result.outputs)]
     assert states == ["resync", "ok"]
-    snaps = [o for o in result.outputs if isinstance(o, SnapOut)]
-    assert len(snaps) == 2
+    assert len(snaps(result.outputs)) == 2
     assert result.sequencer.bids == later.sequencer.bids
     assert result.sequencer.asks == later.sequencer.asks
     result.quotes = later.quotes

@@ -1,4 +1,4 @@
-"""Feeds from recorded file paths: venue/market/symbol inference and start-up errors."""
+"""Feeds from recorded file paths and live specs, venue URLs: inference and start-up errors."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from ingest_support import BYBIT, DATA, SESSIONS
 
-from services.ingest.feeds import parse_precisions, parse_symbol_map, replay_feeds
+from services.ingest.feeds import live_feeds, parse_precisions, parse_symbol_map, replay_feeds
 from services.ingest.instruments import make_instrument
+from services.ingest.venues import DEFAULT_URLS, VenueUrls, parse_venue_urls
 from shared.errors import ConfigError
 
 
@@ -76,3 +77,54 @@ def test_bad_override_specs_are_config_errors() -> None:
         parse_symbol_map("nowhere:BTCUSDT=X")
     with pytest.raises(ConfigError):
         parse_symbol_map("binance-spot:BTCUSDT=bad-symbol")
+
+
+def test_live_symbols_spec_errors_are_config_errors() -> None:
+    none: dict[str, tuple[int, int]] = {}
+    with pytest.raises(ConfigError, match="want <venue>-<market>:<SYMBOL>"):
+        live_feeds("BTCUSDT", none, {})
+    with pytest.raises(ConfigError, match="unknown live symbol DOGEUSDT on binance-usdm"):
+        live_feeds("binance-usdm:DOGEUSDT", none, {})
+    with pytest.raises(ConfigError, match="two feeds publish"):
+        live_feeds("binance-usdm:BTCUSDT,binance-spot:BTCUSDT", none, {})
+    with pytest.raises(ConfigError, match="needs C8_INGEST_LIVE_SYMBOLS"):
+        live_feeds("", none, {})
+    (feed,) = live_feeds("binance-coinm:btcusd_perp", none, {})
+    assert (feed.feed_dir, feed.raw_symbol, feed.symbol) == (
+        "binance-coinm",
+        "BTCUSD_PERP",
+        "BTCUSDPERP",
+    )
+
+
+def test_venue_urls_override_the_real_endpoints_and_bad_ones_are_config_errors() -> None:
+    urls = parse_venue_urls(
+        "binance-usdm=http://127.0.0.1:9000/binance-usdm|ws://127.0.0.1:9000/binance-usdm/, "
+        "bybit-linear=http://127.0.0.1:9000/b|ws://127.0.0.1:9000/b/v5/public/linear"
+    )
+    assert urls["binance-usdm"] == VenueUrls(
+        "http://127.0.0.1:9000/binance-usdm", "ws://127.0.0.1:9000/binance-usdm"
+    )
+    assert urls["bybit-linear"].ws == "ws://127.0.0.1:9000/b/v5/public/linear"
+    assert urls["binance-spot"] == VenueUrls(
+        "https://api.binance.com", "wss://stream.binance.com:9443"
+    )
+    assert parse_venue_urls("") == DEFAULT_URLS
+    for bad, match in (
+        ("binance-usdm=http://x", "want <venue>-<market>="),
+        ("kraken-spot=http://x|ws://x", "want <venue>-<market>="),
+        ("binance-usdm=ws://x|ws://x", "is not a http or https URL"),
+        ("binance-usdm=http://x|http://x", "is not a ws or wss URL"),
+        ("binance-usdm=http://|ws://x", "is not a http or https URL"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            parse_venue_urls(bad)
+
+
+def test_public_binance_http_client_sends_no_key_header() -> None:
+    from nautilus_trader.common.component import LiveClock
+
+    from services.ingest.venues.binance.client import PublicBinanceHttpClient
+
+    http = PublicBinanceHttpClient(LiveClock(), "https://fapi.binance.com")
+    assert "X-MBX-APIKEY" not in http.headers

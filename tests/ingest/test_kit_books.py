@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from ingest_support import BYBIT, SESSIONS, SPOT_2023, SessionResult, replay_session
-
-from services.ingest.sequencer import SnapOut, StatusOut
+from ingest_support import (
+    BYBIT,
+    SESSIONS,
+    SPOT_2023,
+    SessionResult,
+    replay_session,
+    snaps,
+    statuses,
+)
 
 #: Comparable bookTickers per session, counted independently (kit README method on the
 #: bundled files; spot and COIN-M are their 2024-08-08 day files only, see data/README.md).
@@ -48,9 +54,9 @@ def test_first_book_output_is_the_venue_snapshot(
     name: str, session_results: dict[str, SessionResult]
 ) -> None:
     outputs = session_results[name].outputs
-    assert isinstance(outputs[0], SnapOut) and outputs[0].src == "venue"
-    assert not any(isinstance(o, StatusOut) for o in outputs)
-    snap = outputs[0]
+    assert snaps(outputs)[:1] == outputs[:1] and outputs[0].source == "stream"  # type: ignore[union-attr]
+    assert statuses(outputs) == []
+    snap = snaps(outputs)[0]
     # Best first on both sides, and 1000 levels per side as the REST snapshot has.
     assert snap.bids == sorted(snap.bids, reverse=True) and len(snap.bids) == 1000
     assert snap.asks == sorted(snap.asks) and len(snap.asks) == 1000
@@ -58,8 +64,8 @@ def test_first_book_output_is_the_venue_snapshot(
 
 def test_known_snapshot_top_of_usdm_btc_2024_07(session_results: dict[str, SessionResult]) -> None:
     """README: snapshot lastUpdateId 4984028384061, best bid/ask 63943.9 / 63944.0."""
-    snap = session_results["usdm-btc-2024-07"].outputs[0]
-    assert isinstance(snap, SnapOut)
+    snap = snaps(session_results["usdm-btc-2024-07"].outputs)[0]
+    assert snap is session_results["usdm-btc-2024-07"].outputs[0]
     assert snap.u == 4984028384061
     assert snap.bids[0][0] == 639439 and snap.asks[0][0] == 639440
 
@@ -69,16 +75,15 @@ def test_trades_are_all_there_with_consecutive_ids(
 ) -> None:
     trades = session_results["usdm-btc-2024-07"].trades
     assert len(trades) == 10701
-    ids = [int(t.tick.trade_id.value) for t in trades]
+    ids = [int(t.id) for t in trades]
     assert ids == list(range(ids[0], ids[0] + len(ids)))
     assert not any(t.liq for t in trades)  # every X is MARKET in this session
 
 
 def test_spot_2023_without_snapshot_is_unbuildable() -> None:
     result = replay_session([SPOT_2023])
-    statuses = [o for o in result.outputs if isinstance(o, StatusOut)]
-    assert [s.state for s in statuses] == ["unbuildable"]
-    assert not any(isinstance(o, SnapOut) for o in result.outputs)
+    assert [s.state for s in statuses(result.outputs)] == ["unbuildable"]
+    assert snaps(result.outputs) == []
     assert result.sequencer.top() is None and result.sequencer.phase == "waiting"
     assert result.sequencer.finish(0, 0) == []  # already said once
     assert len(result.trades) == 3144

@@ -1,4 +1,4 @@
-"""Recorded lines -> Nautilus data with the venue ids beside it; bad lines are rejections."""
+"""Recorded lines -> records with the venue ids and exact ints; bad lines are rejections."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from ingest_support import BYBIT, DATA, SPOT_2023
 
-from services.ingest.convert import OffGridError, levels_of, scale_raw, scale_text
 from services.ingest.feeds import Feed
-from services.ingest.parsing import BookMsg, LineParser, ParseRejection, QuoteMsg, TradeMsg
+from services.ingest.parsing import ParseRejection, parser_for
 from services.ingest.recorded import RawLine, RecordedFile, gzip_lines, prefetched
+from services.ingest.records import BookUpdate, Quote, Trade
+from services.ingest.scaling import ValueRejection, scaled
 from tests.support.polling import poll
 
 USDM = Feed("BINANCE", "usdm", "BTCUSDT", "BTCUSDT", 1, 3)
@@ -58,34 +59,33 @@ def line(obj: object, recv: int | None = T0) -> RawLine:
 
 
 def test_futures_diff_keeps_venue_ids_and_exact_levels() -> None:
-    msg = LineParser(USDM).parse(line(DIFF))
-    assert isinstance(msg, BookMsg) and not msg.snapshot
+    msg = parser_for(USDM).parse(line(DIFF))
+    assert isinstance(msg, BookUpdate) and not msg.snapshot
     assert (msg.U, msg.u, msg.pu) == (100, 110, 95)
     assert msg.event_ns == 1721347000999 * 1_000_000  # T (transaction time), exact
     assert msg.recv_ns == T0
-    assert msg.deltas is not None and msg.deltas.sequence == 110
-    assert levels_of(msg.deltas, 1, 3) == ([(639439, 1234), (639400, 0)], [(639440, 500)])
+    assert (msg.bids, msg.asks) == ([(639439, 1234), (639400, 0)], [(639440, 500)])
 
 
 def test_spot_diff_pu_is_U_minus_one() -> None:
     data = dict(DIFF["data"], U=200, u=204)  # type: ignore[arg-type]
     del data["pu"], data["T"]
-    msg = LineParser(SPOT).parse(line({"stream": "btcusdt@depth@100ms", "data": data}))
-    assert isinstance(msg, BookMsg) and (msg.U, msg.u, msg.pu) == (200, 204, 199)
+    msg = parser_for(SPOT).parse(line({"stream": "btcusdt@depth@100ms", "data": data}))
+    assert isinstance(msg, BookUpdate) and (msg.U, msg.u, msg.pu) == (200, 204, 199)
     assert msg.event_ns == 1721347001000 * 1_000_000  # E: spot has no T
 
 
 def test_futures_trade_keeps_the_liquidation_flag() -> None:
-    msg = LineParser(USDM).parse(line(TRADE))
-    assert isinstance(msg, TradeMsg) and msg.liq
-    assert msg.tick.trade_id.value == "77" and msg.tick.aggressor_side.name == "SELLER"
+    msg = parser_for(USDM).parse(line(TRADE))
+    assert isinstance(msg, Trade) and msg.liq
+    assert (msg.id, msg.side, msg.px, msg.sz) == ("77", "S", 639440, 10)
     market = dict(TRADE, data=dict(TRADE["data"], X="MARKET"))  # type: ignore[arg-type]
-    plain = LineParser(USDM).parse(line(market))
-    assert isinstance(plain, TradeMsg) and not plain.liq
+    plain = parser_for(USDM).parse(line(market))
+    assert isinstance(plain, Trade) and not plain.liq
 
 
 def test_spot_snapshot_without_timestamp_takes_the_feed_watermark() -> None:
-    parser = LineParser(SPOT)
+    parser = parser_for(SPOT)
     spot_trade = {
         "stream": "btcusdt@trade",
         "data": {
@@ -107,9 +107,9 @@ def test_spot_snapshot_without_timestamp_takes_the_feed_watermark() -> None:
         "asks": [["61837.64000000", "1.00000000"]],
     }
     msg = parser.parse(line(snapshot, recv=T0))
-    assert isinstance(msg, BookMsg) and msg.snapshot and msg.u == 50
+    assert isinstance(msg, BookUpdate) and msg.snapshot and msg.u == 50
     assert msg.event_ns == 1723161254000 * 1_000_000
-    assert levels_of(msg.deltas, 2, 8) == ([(6183763, 378826000)], [(6183764, 100000000)])
+    assert (msg.bids, msg.asks) == ([(6183763, 378826000)], [(6183764, 100000000)])
 
 
 @pytest.mark.parametrize(
@@ -130,44 +130,44 @@ def test_spot_snapshot_without_timestamp_takes_the_feed_watermark() -> None:
 )
 def test_bad_lines_are_rejected_with_a_reason(raw: bytes, reason: str) -> None:
     with pytest.raises(ParseRejection) as err:
-        LineParser(USDM).parse(line(raw))
+        parser_for(USDM).parse(line(raw))
     assert err.value.reason == reason
 
 
 def test_line_without_receive_timestamp_is_a_framing_rejection() -> None:
     with pytest.raises(ParseRejection) as err:
-        LineParser(USDM).parse(line(DIFF, recv=None))
+        parser_for(USDM).parse(line(DIFF, recv=None))
     assert err.value.reason == "framing"
 
 
 def test_diff_changing_no_level_still_carries_its_ids() -> None:
     empty = dict(DIFF, data=dict(DIFF["data"], b=[], a=[]))  # type: ignore[arg-type]
-    msg = LineParser(USDM).parse(line(empty))
-    assert isinstance(msg, BookMsg) and msg.deltas is None and msg.u == 110
+    msg = parser_for(USDM).parse(line(empty))
+    assert isinstance(msg, BookUpdate) and msg.bids == msg.asks == [] and msg.u == 110
 
 
 def test_bybit_snapshot_delta_and_u1_reset() -> None:
-    parser = LineParser(XRP)
+    parser = parser_for(XRP)
     lines = list(RecordedFile(BYBIT).lines())
     first = parser.parse(lines[0])
     second = parser.parse(lines[1])
-    assert isinstance(first, BookMsg) and first.snapshot and first.u == 20254869
-    assert isinstance(second, BookMsg) and not second.snapshot
+    assert isinstance(first, BookUpdate) and first.snapshot and first.u == 20254869
+    assert isinstance(second, BookUpdate) and not second.snapshot
     assert (second.U, second.u, second.pu) == (20254870, 20254870, 20254869)
     assert second.recv_ns == second.event_ns  # the file has no receive time
     restart = json.loads(lines[1].raw)
     restart["data"]["u"] = 1
     reset = parser.parse(RawLine(None, json.dumps(restart).encode(), 3))
-    assert isinstance(reset, BookMsg) and reset.snapshot
+    assert isinstance(reset, BookUpdate) and reset.snapshot
 
 
 def test_book_ticker_is_parsed_for_verification() -> None:
-    parser = LineParser(SPOT)
+    parser = parser_for(SPOT)
     lines = RecordedFile(SPOT_2023).lines()
     next(lines)
     quote = parser.parse(next(lines))
-    assert isinstance(quote, QuoteMsg) and quote.u == 36090299876
-    assert scale_text(quote.bid_px, 2) == 2816547
+    assert isinstance(quote, Quote) and quote.u == 36090299876
+    assert scaled(quote.bid_px, 2) == 2816547
 
 
 def test_recorded_timestamps_are_ns_in_2024_and_us_in_2023() -> None:
@@ -187,15 +187,11 @@ def test_truncated_gzip_ends_the_file_and_unframed_lines_pass_through(tmp_path: 
 
 
 def test_scaling_is_exact_and_refuses_finer_values() -> None:
-    assert scale_text("61837.63000000", 2) == 6183763
-    assert scale_text("0.00123000", 8) == 123000
-    with pytest.raises(OffGridError):
-        scale_text("1.2345", 2)
-    from nautilus_trader.model.objects import Price
-
-    assert scale_raw(Price.from_str("63943.9").raw, 1) == 639439
-    with pytest.raises(OffGridError):
-        scale_raw(Price.from_str("63943.95").raw, 1)
+    assert scaled("61837.63000000", 2) == 6183763
+    assert scaled("0.00123000", 8) == 123000
+    with pytest.raises(ValueRejection) as err:
+        scaled("1.2345", 2)
+    assert err.value.reason == "off_grid"
 
 
 def test_compact_recorded_json_and_spaced_json_parse_the_same() -> None:
@@ -203,32 +199,32 @@ def test_compact_recorded_json_and_spaced_json_parse_the_same() -> None:
     compact = line(json.dumps(DIFF, separators=(",", ":")).encode())
     spaced = line(DIFF)
     assert compact.raw.startswith(b'{"stream":"') and not spaced.raw.startswith(b'{"stream":"')
-    a, b = LineParser(USDM).parse(compact), LineParser(USDM).parse(spaced)
-    assert isinstance(a, BookMsg) and isinstance(b, BookMsg)
+    a, b = parser_for(USDM).parse(compact), parser_for(USDM).parse(spaced)
+    assert isinstance(a, BookUpdate) and isinstance(b, BookUpdate)
     fields = ("U", "u", "pu", "bids", "asks", "event_ns")
     assert [getattr(a, f) for f in fields] == [getattr(b, f) for f in fields]
     other = dict(DIFF, stream="ethusdt@depth@0ms")
     for raw in (json.dumps(other).encode(), json.dumps(other, separators=(",", ":")).encode()):
         with pytest.raises(ParseRejection) as exc:
-            LineParser(USDM).parse(line(raw))
+            parser_for(USDM).parse(line(raw))
         assert exc.value.reason == "unknown_stream"
 
 
 def test_quotes_false_counts_book_tickers_and_parses_everything_else_the_same() -> None:
     lines = list(RecordedFile(DATA / "binance-usdm/BTCUSDT/btcusdt_20240718.gz").lines())[:3000]
     usdm = Feed("BINANCE", "usdm", "BTCUSDT", "BTCUSDT", 1, 3)
-    full, lean = LineParser(usdm), LineParser(usdm, quotes=False)
+    full, lean = parser_for(usdm), parser_for(usdm, quotes=False)
     kept: list[tuple[object, ...]] = []
     quotes = 0
     for raw_line in lines:
         for msg in full.parse_all(raw_line):
-            if isinstance(msg, QuoteMsg):
+            if isinstance(msg, Quote):
                 quotes += 1
             else:
                 kept.append((type(msg).__name__, msg.event_ns, msg.recv_ns))
     lean_msgs = [m for raw_line in lines for m in lean.parse_all(raw_line)]
     assert quotes > 100 and lean.quotes_skipped == quotes
-    assert not any(isinstance(m, QuoteMsg) for m in lean_msgs)
+    assert not any(isinstance(m, Quote) for m in lean_msgs)
     assert [(type(m).__name__, m.event_ns, m.recv_ns) for m in lean_msgs] == kept
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from services.ingest.actor import smooth_skew
+from services.ingest.core import smooth_skew
 from services.ingest.progress import ProgressLine, format_progress, progress_enabled
 
 

@@ -5,15 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.ingest.sequencer import (
-    BookSequencer,
-    BookUpdate,
-    DeltaOut,
-    Output,
-    Rule,
-    SnapOut,
-    StatusOut,
-)
+from services.ingest.records import BookUpdate, Status
+from services.ingest.sequencer import BookSequencer, Output, Rule
 
 SEC = 1_000_000_000
 
@@ -37,9 +30,9 @@ def diff(
 
 
 def kinds(outs: list[Output]) -> list[str]:
+    """A snapshot by its source, a diff by its ``u``, a status by its state."""
     return [
-        o.src if isinstance(o, SnapOut) else f"d{o.u}" if isinstance(o, DeltaOut) else o.state
-        for o in outs
+        o.state if isinstance(o, Status) else o.source if o.snapshot else f"d{o.u}" for o in outs
     ]
 
 
@@ -52,7 +45,7 @@ def test_futures_buffers_drops_covered_and_applies_straddling_diff() -> None:
     assert seq.on_update(diff(6, 9, 5, bids=[(100, 6)])) == []
     assert seq.on_update(diff(10, 14, 9, asks=[(101, 0)])) == []
     outs = seq.on_update(snap(10, *BOOK))  # covers u < 10; the 10..14 diff straddles
-    assert kinds(outs) == ["venue", "d14"]
+    assert kinds(outs) == ["stream", "d14"]
     assert seq.stats.covered == 2 and seq.stats.applied == 1
     assert seq.top() == (100, 5, 102, 7)  # the 100 -> 6 change was covered, 101 removed
     assert kinds(seq.on_update(diff(15, 20, 14, bids=[(100, 9)]))) == ["d20"]
@@ -85,12 +78,12 @@ def test_gap_resyncs_and_the_next_snapshot_rebuilds_without_old_levels() -> None
     seq.on_update(diff(10, 12, 9, bids=[(97, 8)]))
     outs = seq.on_update(diff(20, 22, 18, bids=[(96, 1)]))  # pu 18 != 12
     assert kinds(outs) == ["resync"]
-    assert isinstance(outs[0], StatusOut) and "gap" in outs[0].reason
+    assert isinstance(outs[0], Status) and "gap" in outs[0].reason
     assert seq.stats.gaps == 1 and seq.stats.resyncs == 1 and seq.checkpoint(0, 0) is None
     # Diffs keep coming while degraded: they wait for the next snapshot.
     assert seq.on_update(diff(23, 25, 22, asks=[(103, 2)])) == []
     outs = seq.on_update(snap(24, [(95, 1)], [(103, 9)]))
-    assert kinds(outs) == ["venue", "ok", "d25"]
+    assert kinds(outs) == ["stream", "ok", "d25"]
     assert seq.bids == {95: 1}  # 100, 99 and 97 from before the resync are gone
     assert seq.asks == {103: 2}
     assert seq.phase == "ok"
@@ -139,7 +132,7 @@ def test_no_snapshot_within_the_wait_is_unbuildable_once() -> None:
     assert seq.on_update(diff(4, 4, 3, t=9 * SEC)) == []
     assert seq.finish(9 * SEC, 9 * SEC) == []
     # A snapshot that finally arrives still builds the book from the kept diffs.
-    assert kinds(seq.on_update(snap(2, *BOOK))) == ["venue", "d3", "d4"]
+    assert kinds(seq.on_update(snap(2, *BOOK))) == ["stream", "d3", "d4"]
 
 
 def test_feed_ending_without_snapshot_says_unbuildable() -> None:
@@ -154,7 +147,7 @@ def test_checkpoint_is_the_current_book_best_first() -> None:
     assert seq.checkpoint(1, 1) is None  # no diff applied yet: the venue snap is current
     seq.on_update(diff(10, 12, 9, bids=[(98, 2)], asks=[(105, 1)]))
     ckpt = seq.checkpoint(7, 8)
-    assert ckpt is not None and ckpt.src == "checkpoint" and ckpt.u == 12
+    assert ckpt is not None and ckpt.source == "checkpoint" and ckpt.u == 12
     assert ckpt.bids == [(100, 5), (99, 3), (98, 2)]
     assert ckpt.asks == [(101, 4), (102, 7), (105, 1)]
     assert (ckpt.event_ns, ckpt.recv_ns) == (7, 8)
@@ -165,7 +158,7 @@ def test_snapshot_while_in_sync_replaces_the_book() -> None:
     seq.on_update(snap(10, *BOOK))
     seq.on_update(diff(11, 11, 10, bids=[(50, 1)]))
     outs = seq.on_update(snap(1, [(90, 1)], [(91, 1)]))
-    assert kinds(outs) == ["venue"] and seq.bids == {90: 1}
+    assert kinds(outs) == ["stream"] and seq.bids == {90: 1}
     assert kinds(seq.on_update(diff(2, 2, 1, asks=[(92, 3)]))) == ["d2"]
 
 
@@ -174,7 +167,7 @@ def test_buffer_is_bounded() -> None:
     for i in range(1, 6):
         seq.on_update(diff(i, i, i - 1))
     assert seq.stats.buffer_overflow == 2
-    assert kinds(seq.on_update(snap(3, *BOOK))) == ["venue", "d3", "d4", "d5"]
+    assert kinds(seq.on_update(snap(3, *BOOK))) == ["stream", "d3", "d4", "d5"]
 
 
 def test_invalidate_forces_a_resync() -> None:

@@ -15,9 +15,9 @@ import pytest
 import redis
 from ingest_support import DATA, check_stream_consistency, replay_once, stream_entries
 
-from services.ingest import metrics
-from services.ingest.offline import IngestOptions, offline_entries
-from services.ingest.sequencer import BookSequencer, BookUpdate, DeltaOut, Rule, SnapOut, StatusOut
+from services.ingest.offline import IngestOptions, offline_entries, offline_feeds
+from services.ingest.records import BookUpdate, Status
+from services.ingest.sequencer import BookSequencer, Rule
 from services.ingest.service import resolve_feeds
 from services.ingest.settings import Settings
 from services.ingest.stall import (
@@ -95,7 +95,7 @@ def test_sequencer_stall_drops_the_book_and_buffers_until_a_fresh_snapshot() -> 
     seq.on_update(_upd(True, 10, 10, 10, [(100, 1)], [(101, 1)]))
     seq.on_update(_upd(False, 11, 12, 10, [(99, 2)], []))
     (status,) = seq.stall("stall: test", 5, 6)
-    assert isinstance(status, StatusOut)
+    assert isinstance(status, Status)
     assert (status.state, status.reason) == ("degraded", "stall: test")
     assert seq.phase == "degraded" and seq.top() is None
     # Diffs received while the snapshot is fetched are buffered, not lost ...
@@ -103,8 +103,12 @@ def test_sequencer_stall_drops_the_book_and_buffers_until_a_fresh_snapshot() -> 
     assert seq.on_update(_upd(False, 15, 16, 14, [], [(102, 4)])) == []
     # ... and the snapshot (covering the first) brings the book back with ``ok``.
     outs = seq.on_update(_upd(True, 15, 15, 15, [(100, 1), (98, 3)], [(101, 1)]))
-    assert [type(o) for o in outs] == [SnapOut, StatusOut, DeltaOut]
-    assert isinstance(outs[1], StatusOut) and outs[1].state == "ok"
+    assert [(type(o), getattr(o, "snapshot", None)) for o in outs] == [
+        (BookUpdate, True),
+        (Status, None),
+        (BookUpdate, False),
+    ]
+    assert isinstance(outs[1], Status) and outs[1].state == "ok"
     assert seq.top() == (100, 1, 101, 1) and seq.asks == {101: 1, 102: 4}
     assert seq.stats.covered == 1 and seq.last_u == 16
 
@@ -154,10 +158,9 @@ def _deltas(entries: list[Entry]) -> list[tuple[int, int, int]]:
 def test_replay_silence_is_degraded_then_ok_on_exchange_time(tmp_path: Path) -> None:
     path = _with_silence(tmp_path)
     options = IngestOptions(stall_after=LIMIT)
-    stalls = metrics.STALLS.labels("BTCUSDT")
-    before = stalls._value.get()
-    entries = offline_entries([path], options)["BTCUSDT"]
-    assert stalls._value.get() == before + 1
+    (replay,) = offline_feeds([path], options)
+    entries = list(replay.entries())
+    assert replay.core is not None and replay.core.counts.stalls == 1
 
     (degraded, ok, down) = _statuses(entries)
     assert degraded[1:] == ("degraded", "stall: no book update for 5 s (expected at most 5 s)")

@@ -1,4 +1,5 @@
-"""The raw-constructor fast path builds the same Nautilus objects as Nautilus's adapters."""
+"""Records -> Nautilus objects (raw constructors) equal what Nautilus's adapters build;
+venue text -> exact scaled ints."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from nautilus_trader.adapters.binance.futures.schemas.market import BinanceFutur
 from nautilus_trader.adapters.bybit.schemas.ws import BybitWsOrderbookDepthMsg
 from nautilus_trader.model.identifiers import InstrumentId
 
-from services.ingest.fastbuild import RAW_FACTOR, LevelScaler, ValueRejection, scaled
 from services.ingest.feeds import replay_feeds
-from services.ingest.parsing import BookMsg, LineParser, TradeMsg
+from services.ingest.nautilus_data import book_deltas, trade_tick
+from services.ingest.parsing import parser_for
 from services.ingest.recorded import RecordedFile
+from services.ingest.records import BookUpdate, Trade
+from services.ingest.scaling import LevelScaler, ValueRejection, scaled
 
 COINM = DATA / "binance-coinm/BTCUSD_PERP/btcusd_perp_20240808.gz"
 
@@ -32,29 +35,34 @@ def _levels(deltas: object) -> list[tuple[object, object, int, int]]:
 
 def test_binance_deltas_and_trades_equal_nautilus_adapter_output() -> None:
     feed = replay_feeds([COINM])[0]
-    parser = LineParser(feed)
+    parser = parser_for(feed)
+    iid = InstrumentId.from_str(feed.instrument_id)
+    pp, sp = feed.price_precision, feed.size_precision
     books = trades = 0
     for line in itertools.islice(RecordedFile(COINM).lines(), 6000):
         msg = parser.parse_all(line)[0]
         assert line.recv_ns is not None
-        if isinstance(msg, BookMsg) and msg.snapshot:
+        if isinstance(msg, BookUpdate) and msg.snapshot:
+            ours = book_deltas(msg, iid, pp, sp)
             theirs = msgspec.json.decode(line.raw, type=BinanceDepth).parse_to_order_book_snapshot(
-                parser.instrument_id, line.recv_ns
+                iid, line.recv_ns
             )
-            assert _levels(msg.deltas) == _levels(theirs)  # CLEAR, then every level
+            assert _levels(ours) == _levels(theirs)  # CLEAR, then every level
             books += 1
-        elif isinstance(msg, BookMsg) and msg.deltas is not None:
+        elif isinstance(msg, BookUpdate) and (msg.bids or msg.asks):
+            ours = book_deltas(msg, iid, pp, sp)
+            assert ours is not None
             data = msgspec.json.decode(line.raw, type=BinanceOrderBookMsg).data
-            theirs = data.parse_to_order_book_deltas(parser.instrument_id, line.recv_ns)
-            assert _levels(msg.deltas) == _levels(theirs)
-            ours_meta = [(d.flags, d.sequence, d.ts_init) for d in msg.deltas.deltas]
+            theirs = data.parse_to_order_book_deltas(iid, line.recv_ns)
+            assert _levels(ours) == _levels(theirs)
+            ours_meta = [(d.flags, d.sequence, d.ts_init) for d in ours.deltas]
             assert ours_meta == [(d.flags, d.sequence, d.ts_init) for d in theirs.deltas]
-            assert all(d.ts_event == msg.event_ns for d in msg.deltas.deltas)
+            assert all(d.ts_event == msg.event_ns for d in ours.deltas)
             books += 1
-        elif isinstance(msg, TradeMsg):
+        elif isinstance(msg, Trade):
             fut = msgspec.json.decode(line.raw, type=BinanceFuturesTradeMsg).data
-            theirs = fut.parse_to_trade_tick(parser.instrument_id, line.recv_ns)
-            tick = msg.tick
+            theirs = fut.parse_to_trade_tick(iid, line.recv_ns)
+            tick = trade_tick(msg, iid, pp, sp)
             assert (tick.price.raw, tick.size.raw, tick.aggressor_side, tick.trade_id) == (
                 theirs.price.raw,
                 theirs.size.raw,
@@ -68,24 +76,25 @@ def test_binance_deltas_and_trades_equal_nautilus_adapter_output() -> None:
 
 def test_bybit_deltas_equal_nautilus_adapter_output() -> None:
     feed = replay_feeds([BYBIT])[0]
-    parser = LineParser(feed)
+    parser = parser_for(feed)
+    iid = InstrumentId.from_str(feed.instrument_id)
     for line in RecordedFile(BYBIT).lines():
         msg = parser.parse_all(line)[0]
-        assert isinstance(msg, BookMsg)
+        assert isinstance(msg, BookUpdate)
+        ours = book_deltas(msg, iid, feed.price_precision, feed.size_precision)
         decoded = msgspec.json.decode(line.raw, type=BybitWsOrderbookDepthMsg)
         theirs = decoded.data.parse_to_deltas(
-            parser.instrument_id,
+            iid,
             feed.price_precision,
             feed.size_precision,
             ts_event=msg.event_ns,
             ts_init=msg.recv_ns,
             snapshot=msg.snapshot,
         )
-        assert _levels(msg.deltas) == _levels(theirs)
-        # (Nautilus gives its snapshot's CLEAR sequence 0; ingest gives it the book's.)
-        assert [d.sequence for d in msg.deltas.deltas][msg.snapshot :] == [
-            d.sequence for d in theirs.deltas
-        ][msg.snapshot :]
+        assert _levels(ours) == _levels(theirs)
+        # Nautilus's sequence is Bybit's cross sequence ``seq``; ingest's records carry the
+        # update id ``u`` (the one its sequencer checks) and the deltas take that.
+        assert ours is not None and {d.sequence for d in ours.deltas} == {msg.u}
 
 
 @pytest.mark.parametrize(
@@ -126,14 +135,23 @@ def test_scaled_rejects_what_is_not_a_plain_decimal_on_the_grid(text: str, reaso
 
 def test_level_scaler_memo_matches_and_is_bounded() -> None:
     scaler = LevelScaler(1, 3, max_entries=3)
-    iid = InstrumentId.from_str("BTCUSDT-PERP.BINANCE")
     pairs = [("61804.7", "1.5"), ("61804.8", "0"), ("61804.7", "1.5"), ("1.1", "2"), ("2.2", "3")]
-    bids, asks, deltas = scaler.book(iid, pairs, [], 1, 0, 0, False)
-    assert bids == [(618047, 1500), (618048, 0), (618047, 1500), (11, 2000), (22, 3000)]
-    assert asks == [] and deltas is not None
-    assert [(d.order.price.raw, d.order.size.raw) for d in deltas.deltas] == [
-        (px * RAW_FACTOR[1], sz * RAW_FACTOR[3]) for px, sz in bids
+    assert scaler.levels(pairs) == [
+        (618047, 1500),
+        (618048, 0),
+        (618047, 1500),
+        (11, 2000),
+        (22, 3000),
     ]
     assert len(scaler._prices) <= 3 and len(scaler._sizes) <= 3
     with pytest.raises(ValueRejection):
-        scaler.book(iid, [("1.25", "1")], [], 1, 0, 0, False)
+        scaler.levels([("1.25", "1")])
+
+
+def test_a_diff_without_levels_has_no_nautilus_object_and_f_last_marks_the_end() -> None:
+    iid = InstrumentId.from_str("BTCUSDT-PERP.BINANCE")
+    assert book_deltas(BookUpdate(False, 5, 6, 4, [], [], 1, 2), iid, 1, 3) is None
+    deltas = book_deltas(BookUpdate(False, 5, 6, 4, [(10, 1)], [(11, 0)], 1, 2), iid, 1, 3)
+    assert deltas is not None
+    assert [d.flags for d in deltas.deltas] == [0, 128]  # F_LAST on the last only
+    assert [d.action.name for d in deltas.deltas] == ["UPDATE", "DELETE"]

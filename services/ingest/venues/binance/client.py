@@ -1,0 +1,263 @@
+"""Binance live market data through NautilusTrader's Binance data clients (no API keys).
+
+What ingest adds to Nautilus's ``BinanceFuturesDataClient`` / ``BinanceSpotDataClient``:
+
+* frames are parsed with ingest's Binance parser (the same as for recordings) and handed
+  on with their records (``venues/live.py``);
+* **REST depth snapshots** are fetched by ingest (``GET <http base>/fapi/v1/depth``,
+  ``/dapi/v1/depth``, ``/api/v3/depth``, ``limit=1000``) with the Nautilus HTTP client,
+  parsed like a recorded snapshot line, never awaited inside a subscription: diffs flow
+  meanwhile and the feed core's sequencer buffers them. Every request spends its
+  documented weight from a ``RestBudget`` (half the venue's per-IP limit: USDⓈ-M and
+  COIN-M 2,400/min, spot 6,000/min, so a standby process fits beside); an HTTP 429 or
+  418 stops every request to that host for its ``Retry-After``; other failures retry
+  with back-off (1 s doubling to 30 s);
+* **pacing**: every message sent on a connection (subscribe, unsubscribe) waits for a
+  slot of 4 per second (Binance: 5 incoming messages/s per connection on spot, 10 on
+  futures; more drops the connection), and connection attempts are paced process-wide
+  to 250 per 5 minutes (Binance: 300 per 5 minutes per IP). Nautilus opens one
+  connection per 200 streams (Binance futures: at most 200 per connection; spot 1024);
+* **connecting** retries until the venue answers (``LiveFeeds.connect_until_up``): the
+  Nautilus client would otherwise give up after a failed first connect;
+* a reconnect (Nautilus's Rust client reconnects and re-subscribes by itself) is counted
+  and re-syncs every book with a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import urllib.parse
+from typing import Any
+
+from nautilus_trader.adapters.binance.common.enums import BinanceAccountType
+from nautilus_trader.adapters.binance.config import BinanceDataClientConfig
+from nautilus_trader.adapters.binance.futures.data import BinanceFuturesDataClient
+from nautilus_trader.adapters.binance.http.client import BinanceHttpClient
+from nautilus_trader.adapters.binance.spot.data import BinanceSpotDataClient
+from nautilus_trader.cache.cache import Cache
+from nautilus_trader.common.component import LiveClock, MessageBus
+from nautilus_trader.common.providers import InstrumentProvider
+from nautilus_trader.core.nautilus_pyo3 import HttpMethod
+from nautilus_trader.model.identifiers import InstrumentId
+
+from services.ingest.feeds import Feed
+from services.ingest.parsing import ParseRejection
+from services.ingest.venue_limits import (
+    CONNECTION_WINDOW_S,
+    CONNECTIONS_PER_WINDOW,
+    MESSAGES_PER_SECOND,
+    RestBudget,
+    SlidingWindowLimiter,
+)
+from services.ingest.venues import VenueUrls
+from services.ingest.venues.binance.parsing import BinanceParser
+from services.ingest.venues.live import LiveFeeds, _describe
+
+ACCOUNT = {
+    "binance-usdm": BinanceAccountType.USDT_FUTURES,
+    "binance-coinm": BinanceAccountType.COIN_FUTURES,
+    "binance-spot": BinanceAccountType.SPOT,
+}
+DEPTH_PATH = {
+    "binance-usdm": "/fapi/v1/depth",
+    "binance-coinm": "/dapi/v1/depth",
+    "binance-spot": "/api/v3/depth",
+}
+#: The venue's request-weight limit per IP and minute, and the share ingest spends.
+WEIGHT_LIMIT = {"binance-usdm": 2400, "binance-coinm": 2400, "binance-spot": 6000}
+WEIGHT_SHARE = 0.5
+DEPTH_LIMIT = 1000
+SNAPSHOT_TIMEOUT_S = 10
+RETRY_S, RETRY_CAP_S = 1.0, 30.0
+
+
+def depth_weight(market: str, limit: int) -> int:
+    """Request weight of ``GET depth?limit=N`` (Binance API docs, 2024)."""
+    if market == "binance-spot":
+        return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
+    return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
+
+
+class VenueHttpError(Exception):
+    """An HTTP error answer of the venue."""
+
+    def __init__(self, url: str, status: int, retry_after_s: float | None, body: bytes) -> None:
+        super().__init__(f"{url}: HTTP {status} {body[:200]!r}")
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
+def _retry_after(headers: dict[str, str]) -> float | None:
+    for name, value in headers.items():
+        if name.lower() == "retry-after":
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
+
+
+class PublicBinanceHttpClient(BinanceHttpClient):
+    """Binance HTTP client for public endpoints: no key, no key header."""
+
+    def __init__(self, clock: LiveClock, base_url: str) -> None:
+        super().__init__(clock=clock, api_key="", api_secret="", base_url=base_url)
+        self._headers.pop("X-MBX-APIKEY", None)
+
+    async def get_public(self, path: str, params: dict[str, str]) -> bytes:
+        """GET ``path`` and return the body; ``VenueHttpError`` on an HTTP error."""
+        url = f"{self._base_url}{path}?{urllib.parse.urlencode(params)}"
+        response = await self._client.request(
+            HttpMethod.GET, url=url, headers=self._headers, timeout_secs=SNAPSHOT_TIMEOUT_S
+        )
+        if response.status >= 400:
+            raise VenueHttpError(
+                url, response.status, _retry_after(response.headers), response.body
+            )
+        return response.body
+
+
+#: Binance: connection attempts per IP, shared by every client of the process.
+_CONNECTS = SlidingWindowLimiter(CONNECTIONS_PER_WINDOW, CONNECTION_WINDOW_S)
+
+
+class _BinanceLive(LiveFeeds):
+    """Binance diffs/trades parsed by ingest; snapshots over REST, on demand."""
+
+    _ws_client: Any
+    _book_depths: dict[InstrumentId, int | None]
+
+    def init_feeds(self, market: str, feeds: list[Feed], side: Any, urls: VenueUrls) -> None:
+        super().init_feeds(market, feeds, side, urls)
+        self.rest_budget = RestBudget(int(WEIGHT_LIMIT[market] * WEIGHT_SHARE))
+        self.http: PublicBinanceHttpClient = self._http_client  # type: ignore[attr-defined]
+        self._install_limits()
+
+    # -- WebSocket ----------------------------------------------------------------------
+
+    def _handle_book_diff_update(self, raw: bytes) -> None:
+        self.parse_frame(raw, None)
+
+    def _handle_trade(self, raw: bytes) -> None:
+        self.parse_frame(raw, None)
+
+    def _install_limits(self) -> None:
+        """Pace what Nautilus's WebSocket client sends; retry its connects."""
+        ws = self._ws_client
+        limiters: dict[int, SlidingWindowLimiter] = {}
+        send = ws._send
+        connect = ws._connect_client
+
+        async def paced_send(client_id: int, msg: dict[str, Any]) -> None:
+            limiter = limiters.setdefault(client_id, SlidingWindowLimiter(MESSAGES_PER_SECOND, 1.0))
+            await limiter.acquire()
+            await send(client_id, msg)
+
+        async def resilient_connect(client_id: int, streams: list[str]) -> None:
+            url = f"{self.urls.ws}/stream?streams={streams[0]}"
+
+            async def attempt() -> None:
+                await _CONNECTS.acquire()
+                await connect(client_id, streams)
+
+            await self.connect_until_up(url, attempt)
+
+        ws._send = paced_send
+        ws._connect_client = resilient_connect
+
+    async def _reconnect(self) -> None:
+        """Nautilus calls this after a WebSocket reconnect: count it, re-sync every book."""
+        await self.count_reconnect()
+        for instrument_id in list(self._book_depths):
+            self.request_snapshot(instrument_id)
+
+    # -- REST snapshots ------------------------------------------------------------------
+
+    async def _order_book_snapshot_then_deltas(self, instrument_id: InstrumentId) -> None:
+        # Called by Nautilus when the book is subscribed: fetch in the background (diffs
+        # are not held back; the sequencer buffers them until the snapshot arrives).
+        self.request_snapshot(instrument_id)
+
+    def request_snapshot(self, instrument_id: InstrumentId) -> None:
+        self.schedule_resync(instrument_id, functools.partial(self._fetch_snapshot, instrument_id))
+
+    async def _fetch_snapshot(self, instrument_id: InstrumentId) -> None:
+        raw_symbol = self.raw_symbol_of(instrument_id)
+        parser = self._parsers[raw_symbol]
+        assert isinstance(parser, BinanceParser)
+        path = DEPTH_PATH[self.market]
+        url = f"{self.urls.http}{path}"
+        weight = depth_weight(self.market, DEPTH_LIMIT)
+        delay = RETRY_S
+        while True:
+            await self.rest_budget.acquire(weight)
+            try:
+                body = await self.http.get_public(
+                    path, {"symbol": raw_symbol, "limit": str(DEPTH_LIMIT)}
+                )
+                snapshot = parser.snapshot(body, self._clock.timestamp_ns(), source="rest")
+            except VenueHttpError as exc:
+                if exc.status in (418, 429):
+                    wait = exc.retry_after_s if exc.retry_after_s is not None else 60.0
+                    self.rest_budget.back_off(wait)
+                    self._log.error(
+                        f"{url}: HTTP {exc.status}, the venue says retry after {wait:g} s; "
+                        f"every {self.market} REST request waits"
+                    )
+                    continue
+                self._log.warning(f"Depth snapshot for {raw_symbol} failed ({exc}); retrying")
+            except ParseRejection as exc:
+                self._log.warning(f"Depth snapshot for {raw_symbol} unusable ({exc}); retrying")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # no answer: refused, reset, timed out
+                reason = f"venue unreachable: {url}: {_describe(exc)}"
+                self._log.warning(f"Depth snapshot for {raw_symbol} failed ({reason}); retrying")
+                self._tell_unreachable(reason)
+            else:
+                self._unreachable = None
+                self.hand_on(raw_symbol, [snapshot])
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_CAP_S)
+
+
+class LiveBinanceFuturesClient(_BinanceLive, BinanceFuturesDataClient):
+    pass
+
+
+class LiveBinanceSpotClient(_BinanceLive, BinanceSpotDataClient):
+    pass
+
+
+def client_config(market: str) -> BinanceDataClientConfig:
+    return BinanceDataClientConfig(
+        account_type=ACCOUNT[market], update_instruments_interval_mins=None
+    )
+
+
+def binance_client(
+    market: str,
+    name: str,
+    loop: asyncio.AbstractEventLoop,
+    msgbus: MessageBus,
+    cache: Cache,
+    clock: LiveClock,
+    provider: InstrumentProvider,
+    urls: VenueUrls,
+) -> _BinanceLive:
+    account = ACCOUNT[market]
+    cls = LiveBinanceSpotClient if account.is_spot_or_margin else LiveBinanceFuturesClient
+    return cls(
+        loop=loop,
+        client=PublicBinanceHttpClient(clock, urls.http),
+        msgbus=msgbus,
+        cache=cache,
+        clock=clock,
+        instrument_provider=provider,
+        base_url_ws=urls.ws,
+        config=client_config(market),
+        account_type=account,
+        name=name,
+    )
