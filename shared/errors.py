@@ -1,10 +1,10 @@
 """The one exception tree of context8.
 
-    Context8Error
-    ├── ConfigError          bad settings or symbol configuration (start-up error)
-    ├── InvalidSymbolError   a symbol that is not A-Z/0-9
-    ├── UnknownSymbolError   a valid symbol that nobody publishes
-    └── WireFormatError      a malformed stream entry (counted and skipped by consumers)
+Context8Error
+├── ConfigError          bad settings or symbol configuration (start-up error)
+├── InvalidSymbolError   a symbol that is not A-Z/0-9
+├── UnknownSymbolError   a valid symbol that nobody publishes
+└── WireFormatError      a malformed stream entry (counted and skipped by consumers)
 """
 
 from __future__ import annotations

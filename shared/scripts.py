@@ -35,5 +35,8 @@ class Scripts:
             name: client.register_script(script_source(name)) for name in script_names()
         }
 
-    async def __call__(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        return await self._scripts[name](keys=keys, args=args)
+    async def __call__(
+        self, name: str, keys: list[str], args: list[Any], client: Any = None
+    ) -> Any:
+        """Run the script; with ``client`` a pipeline, queue it there (loaded on NOSCRIPT)."""
+        return await self._scripts[name](keys=keys, args=args, client=client)

@@ -195,6 +195,12 @@ class IngestActor(Actor):
         shell.run(shell.core.end(reason))
         shell.flush_metrics()
 
+    def takeover(self, symbol: str, reason: str) -> None:
+        """This process now writes ``symbol`` (it was a standby for it)."""
+        for shell in self.shells.values():
+            if shell.symbol == symbol:
+                shell.run(shell.core.takeover(reason, time.time_ns()))
+
     def flush_metrics(self) -> None:
         """Hand every feed's counts since the last flush to Prometheus."""
         for shell in self.shells.values():

@@ -1,27 +1,41 @@
-"""One ingest process per symbol: a claim on ``keys.feed_claim(symbol)`` while it runs.
+"""Who writes each symbol: a claim on ``keys.feed_claim(symbol)``, and hot standbys.
 
-Ingest scales out by giving each process its own symbols. Two processes on the same
-symbol would interleave two valid-looking streams into one (trades counted twice), so
-each process claims its symbols at start-up (``SET NX PX``), renews the claims every
-third of their TTL (``lease_renew.lua``: only while still its own) and releases them
-on a clean stop (``lease_release.lua``). A claim still held by another process at
-start-up is waited for up to ``wait_s`` (the previous process may have died without
-releasing it; its claim then expires) and is then a clear start-up error naming the
-holder. A claim lost while running (another process took it after this one stalled
-past the TTL) stops the service: it must not keep writing next to the new owner.
+Two processes writing one symbol would interleave two valid-looking streams into one
+(trades counted twice), so exactly one process holds each symbol's claim (``SET NX PX``,
+value = its node id) and only the holder's writer appends (the append script checks the
+claim in the same atomic step, ``stream_append.lua``). Any number of ingest processes
+may be configured with the same symbols: each claims what is free and is a **hot
+standby** for the rest (connected, parsing, keeping its books, writing nothing).
+
+``ClaimKeeper.run`` every ``tick_s`` (default a tenth of the TTL):
+
+* renews the claims it holds (``lease_renew.lua``, only while still its own) once a
+  third of the TTL has passed since the last renewal (one that vanished, e.g. Redis
+  restarted without it, is taken again if free); a claim found to be another's is
+  **lost**: the symbol is disowned at once (``on_lost``; its queued entries are
+  dropped) and the process goes on as a standby for it;
+* tries to take every claim it does not hold (``SET NX PX``); one that was free (its
+  holder stopped renewing: killed, paused, cut off from Redis; or released it on a
+  clean stop) is **acquired**: ``on_acquired`` makes the feed re-sync and write.
+
+A holder's claim therefore lapses at most ``ttl`` after its last renewal, and a standby
+takes over at most ``tick_s`` later. Redis errors are logged and retried at the next
+tick; a claim outlives an outage shorter than its TTL. On a clean stop ``release``
+gives every held claim back, so a standby takes over within one tick.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared import keys
-from shared.errors import ConfigError
 from shared.scripts import Scripts
 
 
@@ -31,94 +45,102 @@ def _text(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-class ClaimLost(Exception):
-    """A symbol's claim is no longer this process's."""
-
-
-class FeedClaims:
+class ClaimKeeper:
     """The claims of one ingest process (``node_id``) on its symbols."""
 
     def __init__(
-        self, redis: Redis, node_id: str, symbols: list[str], ttl_s: float, log: Any
+        self,
+        redis: Redis,
+        node_id: str,
+        symbols: list[str],
+        ttl_s: float,
+        log: Any,
+        on_acquired: Callable[[str, str], None],
+        on_lost: Callable[[str, str], None],
+        tick_s: float | None = None,
     ) -> None:
         self._redis = redis
         self._scripts = Scripts(redis)
         self.node_id = node_id
         self.symbols = list(symbols)
         self._ttl_ms = max(int(ttl_s * 1000), 100)
+        self.tick_s = tick_s if tick_s is not None else self._ttl_ms / 10_000
         self._log = log
+        self._on_acquired = on_acquired
+        self._on_lost = on_lost
+        self.held: set[str] = set()
+        #: Last holder seen of each claim this process does not hold ("" = free).
+        self.holders: dict[str, str] = {}
+        self._renewed_at = 0.0
 
-    async def acquire(self, wait_s: float, stop: asyncio.Event | None = None) -> bool:
-        """Claim every symbol, waiting up to ``wait_s`` for claims held by others.
-
-        False if ``stop`` was set while waiting. Raises ``ConfigError`` naming the
-        holders of the claims still held after ``wait_s``.
-        """
-        deadline = time.monotonic() + wait_s
-        pending = list(self.symbols)
-        warned = False
-        while True:
-            holders: dict[str, str] = {}
-            for symbol in pending:
-                key = keys.feed_claim(symbol)
-                if await self._redis.set(key, self.node_id, nx=True, px=self._ttl_ms):
-                    continue
-                holder = _text(await self._redis.get(key))
-                if holder == self.node_id:
-                    continue
-                holders[symbol] = holder  # "": expired between the two calls, try again
-            pending = list(holders)
-            if not pending:
-                return True
-            if stop is not None and stop.is_set():
-                return False
-            if time.monotonic() >= deadline:
-                taken = ", ".join(f"{s} by {n or '?'}" for s, n in holders.items())
-                raise ConfigError(
-                    f"symbols already ingested by another process: {taken} "
-                    f"({keys.feed_claim(pending[0])}); give each ingest process its own "
-                    "symbols (C8_INGEST_LIVE_SYMBOLS / C8_INGEST_REPLAY_FILES)"
+    async def step(self) -> None:
+        """One pass: renew what is due, take what is free (raises ``RedisError``)."""
+        now = time.monotonic()
+        held = [s for s in self.symbols if s in self.held]
+        if held and now - self._renewed_at >= self._ttl_ms / 3000:
+            pipe = self._redis.pipeline(transaction=False)
+            for symbol in held:
+                await self._scripts(
+                    "lease_renew",
+                    keys=[keys.feed_claim(symbol)],
+                    args=[self.node_id, self._ttl_ms],
+                    client=pipe,
                 )
-            if not warned:
-                warned = True
-                self._log.warning(
-                    "symbols claimed by another ingest process; waiting for the claims "
-                    "to be released or to expire",
-                    holders=holders,
-                    wait_s=wait_s,
+            replies = await pipe.execute()
+            self._renewed_at = now
+            gone = [s for s, renewed in zip(held, replies, strict=True) if not renewed]
+            if gone:  # expired (or Redis restarted without it): still ours if free
+                pipe = self._redis.pipeline(transaction=False)
+                for symbol in gone:
+                    pipe.set(keys.feed_claim(symbol), self.node_id, nx=True, px=self._ttl_ms)
+                for symbol, taken in zip(gone, await pipe.execute(), strict=True):
+                    if not taken:
+                        self.lose(symbol, "another process holds the claim")
+        free = [s for s in self.symbols if s not in self.held]
+        if not free:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for symbol in free:
+            pipe.set(keys.feed_claim(symbol), self.node_id, nx=True, px=self._ttl_ms)
+            pipe.get(keys.feed_claim(symbol))
+        replies = await pipe.execute()
+        for i, symbol in enumerate(free):
+            taken, holder = replies[2 * i], _text(replies[2 * i + 1])
+            if taken or holder == self.node_id:
+                previous = self.holders.pop(symbol, "")
+                self.held.add(symbol)
+                self._on_acquired(symbol, previous)
+            elif self.holders.get(symbol) != holder:
+                self.holders[symbol] = holder
+                self._log.info(
+                    "standby: symbol claimed by another process", symbol=symbol, holder=holder
                 )
-            await asyncio.sleep(min(0.25, self._ttl_ms / 4000))
 
-    async def keep(self) -> None:
-        """Renew every claim each third of the TTL; raise ``ClaimLost`` if one is gone.
+    def lose(self, symbol: str, why: str) -> None:
+        """The claim is not this process's any more (renewal failed or an append was
+        refused): stop writing the symbol, stay a standby for it."""
+        if symbol in self.held:
+            self.held.discard(symbol)
+            self._log.warning("feed claim lost; standing by", symbol=symbol, why=why)
+            self._on_lost(symbol, why)
 
-        A claim that vanished (Redis restarted without it) is taken again if free.
-        Redis errors are retried at the next renewal: the claim outlives a short outage.
-        """
-        while True:
-            await asyncio.sleep(self._ttl_ms / 3000)
-            for symbol in self.symbols:
-                key = keys.feed_claim(symbol)
-                try:
-                    renewed = await self._scripts(
-                        "lease_renew", keys=[key], args=[self.node_id, self._ttl_ms]
-                    )
-                    if renewed:
-                        continue
-                    if await self._redis.set(key, self.node_id, nx=True, px=self._ttl_ms):
-                        continue
-                    holder = _text(await self._redis.get(key))
-                except (RedisError, OSError) as exc:
-                    self._log.warning("feed claim renewal failed", symbol=symbol, error=repr(exc))
-                    continue
-                raise ClaimLost(f"{symbol} is now claimed by {holder or '?'}")
+    async def run(self, stop: asyncio.Event) -> None:
+        """``step`` every ``tick_s`` until ``stop``."""
+        while not stop.is_set():
+            try:
+                await self.step()
+            except (RedisError, OSError) as exc:
+                self._log.warning("feed claim pass failed; retrying", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.tick_s)
 
     async def release(self) -> None:
         """Give up every claim still held (never another process's)."""
-        for symbol in self.symbols:
+        for symbol in list(self.held):
             try:
                 await self._scripts(
                     "lease_release", keys=[keys.feed_claim(symbol)], args=[self.node_id]
                 )
             except (RedisError, OSError) as exc:
                 self._log.warning("feed claim release failed", symbol=symbol, error=repr(exc))
+            self.held.discard(symbol)

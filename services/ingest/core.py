@@ -186,6 +186,31 @@ class FeedCore:
             self._emit([Status("down", status.reason, event_ns, status.recv_ns)], out)
         return out
 
+    def takeover(self, reason: str, wall_ns: int) -> list[Out]:
+        """This process starts writing a feed another process wrote until now.
+
+        The stream's book is the previous writer's, at a position this process does not
+        know: ``status: resync`` tells consumers to drop it. Live, the book is re-synced
+        from a fresh venue snapshot (diffs buffered meanwhile). A replay has no venue to
+        ask: its own validated book (same sequence rules, from the recording's snapshot)
+        follows at once as a checkpoint ``snap``, then ``ok``.
+        """
+        out: list[Out] = []
+        if self.ended:
+            return out
+        if self._wall:
+            event_ns = wall_ns - int(self.skew_ns or 0)
+            self._emit(self.sequencer.refetch("resync", reason, event_ns, wall_ns), out)
+            return out
+        event_ns, recv_ns = self.last_event_ns, self.last_recv_ns
+        own = self.sequencer.current(event_ns, recv_ns)
+        out.append(Status("resync", reason, event_ns, recv_ns))
+        self._set_state("degraded", reason, out)
+        if own is not None:
+            ok = Status("ok", f"{reason}; book of this process", event_ns, recv_ns)
+            self._emit([own, ok], out)
+        return out
+
     def start(self, now_ns: int) -> None:
         """Live: count book silence from now (a feed that never speaks stalls too)."""
         self.stall.start(now_ns)

@@ -186,6 +186,28 @@ BOOK_SILENCE = Gauge(
 )
 
 
+CONNECT_FAILURES = Counter(
+    "context8_ingest_connect_failures_total",
+    "Failed attempts to connect to a venue (live; retried with back-off).",
+    ["venue"],
+)
+FEED_OWNED = Gauge(
+    "context8_ingest_feed_owned",
+    "1 while this process holds the symbol's feed claim and writes it, 0 on standby.",
+    ["symbol"],
+)
+TAKEOVERS = Counter(
+    "context8_ingest_takeovers_total",
+    "Feeds this process took over from another ingest process (standby -> writer).",
+    ["symbol"],
+)
+CLAIMS_LOST = Counter(
+    "context8_ingest_claims_lost_total",
+    "Feed claims lost while writing (lapsed and taken by another process).",
+    ["symbol"],
+)
+
+
 class FeedMetrics:
     """One feed's labelled children, and the hot-path counts not yet handed to them.
 
@@ -237,10 +259,3 @@ class FeedMetrics:
             self.event_time.set(event_s)
         if skew_s is not None:
             self.skew.set(skew_s)
-
-
-CONNECT_FAILURES = Counter(
-    "context8_ingest_connect_failures_total",
-    "Failed attempts to connect to a venue (live; retried with back-off).",
-    ["venue"],
-)

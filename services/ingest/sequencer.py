@@ -113,6 +113,14 @@ class BookSequencer:
             return None
         return self._book_snapshot(self.last_u, event_ns, recv_ns, "checkpoint")
 
+    def current(self, event_ns: int, recv_ns: int) -> BookUpdate | None:
+        """The validated book as a checkpoint snapshot, even right after the venue's
+        snapshot (valid at its id); None without a validated book."""
+        u = self.last_u if self.last_u is not None else self.snapshot_u
+        if self.phase != "ok" or u is None:
+            return None
+        return self._book_snapshot(u, event_ns, recv_ns, "checkpoint")
+
     def _book_snapshot(self, u: int, event_ns: int, recv_ns: int, source: Source) -> BookUpdate:
         """The validated book as a snapshot, best first."""
         bids = sorted(self.bids.items(), reverse=True)
@@ -135,11 +143,18 @@ class BookSequencer:
         The book is dropped so that diffs arriving while the snapshot is fetched are
         buffered (and those it covers dropped) instead of applied to a stale book.
         """
+        return self.refetch("degraded", reason, event_ns, recv_ns)
+
+    def refetch(
+        self, state: Literal["degraded", "resync"], reason: str, event_ns: int, recv_ns: int
+    ) -> list[Output]:
+        """Wait for a fresh venue snapshot (a stall, or a takeover of the feed): the book
+        is dropped, diffs are buffered (they may continue the coming snapshot)."""
         if self.phase == "ok":
             self._set_book({}, {})
             self.last_u = None
         self.phase = "degraded"
-        return [Status("degraded", reason, event_ns, recv_ns)]
+        return [Status(state, reason, event_ns, recv_ns)]
 
     def top(self) -> tuple[int, int, int, int] | None:
         """(best bid px, size, best ask px, size) of the validated book, or None."""

@@ -13,7 +13,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.ingest.claims import ClaimLost, FeedClaims
+from services.ingest.claims import ClaimKeeper
 from services.ingest.feeds import (
     Feed,
     live_feeds,
@@ -112,26 +112,10 @@ async def main(shutdown: Shutdown) -> None:
     try:
         if not await _wait_for_redis(redis, shutdown, log):
             return
-        claims = FeedClaims(
-            redis, settings.node_id, [f.symbol for f in feeds], settings.ingest_claim_ttl_s, log
-        )
-        try:
-            if not await claims.acquire(2 * settings.ingest_claim_ttl_s, shutdown.event):
-                return  # stopped while waiting for a claim
-        except ConfigError as exc:
-            await claims.release()  # the symbols it did claim, for the process that owns the rest
-            log.error("configuration error", error=str(exc))
-            raise SystemExit(2) from exc
-        try:
-            await register_symbols(redis, feeds, settings.ingest_mode)
-            lost = await run_node(settings, feeds, redis, shutdown, log, claims)
-        finally:
-            await claims.release()
+        await register_symbols(redis, feeds, settings.ingest_mode)
+        await run_node(settings, feeds, redis, shutdown, log)
     finally:
         await redis.aclose()
-    if lost is not None:
-        log.error("stopped: feed claim lost", error=str(lost))
-        raise SystemExit(1)
     log.info("stopped")
 
 
@@ -141,24 +125,60 @@ async def run_node(
     redis: Redis,
     shutdown: Shutdown,
     log: Any,
-    claims: FeedClaims,
-) -> ClaimLost | None:
+) -> None:
     """Run the Nautilus node until SIGTERM (or the recording's end with exit-at-end).
 
-    Returns the ``ClaimLost`` that stopped it early, if one did.
+    Every feed runs (a hot standby for the symbols another process holds); only the
+    symbols whose claim this process holds are written (``claims.py``).
     """
     # Nautilus is imported only now: a configuration error above fails fast.
+    from services.ingest import metrics
     from services.ingest.node import build_replay_node
     from services.ingest.replay_client import ReplayHooks
     from services.ingest.side_channel import SideChannel
 
+    holder: dict[str, Any] = {}
+
+    def acquired(symbol: str, previous: str) -> None:
+        writer.own(symbol)
+        metrics.FEED_OWNED.labels(symbol).set(1)
+        actor = holder.get("actor")
+        if actor is None:  # before the node starts: the feed starts from scratch anyway
+            log.info("feed claimed", symbol=symbol)
+            return
+        metrics.TAKEOVERS.labels(symbol).inc()
+        reason = f"ingest takeover by {settings.node_id}" + (
+            f" from {previous}" if previous else ""
+        )
+        log.warning("feed taken over", symbol=symbol, previous=previous or None)
+        actor.takeover(symbol, reason)
+
+    def lost(symbol: str, why: str) -> None:
+        writer.disown(symbol)
+        metrics.FEED_OWNED.labels(symbol).set(0)
+        metrics.CLAIMS_LOST.labels(symbol).inc()
+
     writer = StreamWriter(
         redis,
         maxlen=settings.ingest_stream_maxlen,
+        owner=settings.node_id,
         batch_size=settings.ingest_batch_size,
         flush_interval_s=settings.ingest_flush_interval_ms / 1000,
         log=log,
+        on_lost=lambda symbol, why: keeper.lose(symbol, why),
     )
+    keeper = ClaimKeeper(
+        redis,
+        settings.node_id,
+        [f.symbol for f in feeds],
+        settings.ingest_claim_ttl_s,
+        log,
+        on_acquired=acquired,
+        on_lost=lost,
+    )
+    for feed in feeds:
+        metrics.FEED_OWNED.labels(feed.symbol).set(0)
+    await _first_claims(keeper, shutdown, log)
     writer_task = asyncio.create_task(writer.run(), name="ingest-writer")
     sampler_stop = asyncio.Event()
     sampler = asyncio.create_task(
@@ -169,7 +189,6 @@ async def run_node(
     )
     side = SideChannel()
     ended = asyncio.Event()
-    holder: dict[str, Any] = {}
 
     def on_end(reason: str) -> None:
         actor = holder["actor"]
@@ -201,13 +220,11 @@ async def run_node(
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
     node_task = await start_node(node)
-    keeper = asyncio.create_task(claims.keep(), name="ingest-claims")
+    claims_stop = asyncio.Event()
+    claims_task = asyncio.create_task(keeper.run(claims_stop), name="ingest-claims")
     try:
-        await _wait_until_done(settings, shutdown, ended, node_task, writer, log, keeper)
+        await _wait_until_done(settings, shutdown, ended, node_task, writer, log)
     finally:
-        keeper.cancel()
-        with contextlib.suppress(BaseException):
-            await keeper
         log.info("stopping", pending_entries=writer.pending)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(node.stop_async(), 3.0)
@@ -220,12 +237,29 @@ async def run_node(
         writer_task.cancel()
         with contextlib.suppress(BaseException):
             await writer_task
+        # Only now give the claims back: a standby takes over after the last entry.
+        claims_stop.set()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(claims_task, 2.0)
+        await keeper.release()
         sampler_stop.set()
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(sampler, 1.0)
-    if keeper.done() and not keeper.cancelled() and isinstance(keeper.exception(), ClaimLost):
-        return keeper.exception()  # type: ignore[return-value]
-    return None
+
+
+async def _first_claims(keeper: ClaimKeeper, shutdown: Shutdown, log: Any) -> None:
+    """Claim what is free before the feeds start, so they start as writers."""
+    while not shutdown.requested:
+        try:
+            await keeper.step()
+        except (RedisError, OSError) as exc:
+            log.warning("feed claims not reachable; retrying", error=repr(exc))
+            await shutdown.wait(keeper.tick_s)
+            continue
+        standby = sorted(set(keeper.symbols) - keeper.held)
+        if standby:
+            log.info("standby for symbols another process writes", symbols=standby)
+        return
 
 
 def progress_display(mode: str) -> Callable[[float, int, int, bool], None] | None:
@@ -260,12 +294,11 @@ async def _wait_until_done(
     node_task: asyncio.Future[Any],
     writer: StreamWriter,
     log: Any,
-    keeper: asyncio.Task[None],
 ) -> None:
     stop = asyncio.create_task(shutdown.event.wait())
     end = asyncio.create_task(ended.wait())
     try:
-        waiting = {stop, node_task, keeper}
+        waiting = {stop, node_task}
         if settings.ingest_exit_at_end:
             waiting.add(end)
         done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -274,8 +307,6 @@ async def _wait_until_done(
             log.info("exiting at end of recording (C8_INGEST_EXIT_AT_END=true)")
         elif node_task in done and not shutdown.requested:
             log.error("nautilus node stopped unexpectedly")
-        elif keeper in done:
-            log.error("feed claim lost: another ingest process writes a symbol of this one")
     finally:
         stop.cancel()
         end.cancel()

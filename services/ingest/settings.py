@@ -62,9 +62,9 @@ class Settings(ServiceSettings):
     ingest_stall_after_s: float = Field(default=10.0, ge=0)
     #: Per-symbol overrides of the stall limit: ``BTCUSDT=5,XRPUSDT=30,SOLUSDT=off``.
     ingest_stall_after: str = ""
-    #: TTL of this process's claim on each of its symbols (renewed every third of it);
-    #: a claim held by another process is waited for up to twice this at start-up.
-    ingest_claim_ttl_s: float = Field(default=10.0, gt=0)
+    #: TTL of this process's claim on each of its symbols (renewed every third of it); a
+    #: standby takes a lapsed claim over within a tenth of it.
+    ingest_claim_ttl_s: float = Field(default=2.0, gt=0)
     #: Log level of NautilusTrader's own logger (its logs go to stdout).
     ingest_nautilus_log_level: str = "WARNING"
 

@@ -14,6 +14,13 @@ a batch whose reply was lost (the connection dropped after Redis ran it) can be 
 again. A failed part stays queued, in order, and is retried with back-off; the parts
 that succeeded leave the queue. NOSCRIPT (a restarted Redis) loads the script and
 retries at once.
+
+Only the holder of a symbol's feed claim (``keys.feed_claim``, ``claims.py``) writes
+it: ``append`` drops entries of symbols this process does not own (a standby keeps its
+feeds warm without writing), and the script itself refuses a part whose claim is not
+this process's (``NOTOWNER``: the claim lapsed while the process was paused or cut off,
+and another took it over). Such a part is dropped, never retried, the symbol disowned
+and ``on_lost`` told.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import hashlib
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,12 +80,21 @@ class StreamWriter:
         self,
         redis: Redis,
         maxlen: int,
+        owner: str,
         batch_size: int = 500,
         flush_interval_s: float = 0.02,
         high_water: int = 50_000,
         log: Any = None,
+        on_lost: Callable[[str, str], None] | None = None,
     ) -> None:
         self._redis = redis
+        #: The claim value this writer appends for (its process's node id).
+        self.owner = owner.encode()
+        #: Symbols whose claim this process holds: only their entries are written.
+        self.owned: set[str] = set()
+        self._on_lost = on_lost
+        #: Entries dropped because their symbol is not this process's (standby).
+        self.dropped = 0
         self._maxlen = maxlen
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
@@ -107,10 +123,27 @@ class StreamWriter:
     def pending(self) -> int:
         return len(self._queue) + self._in_flight
 
+    def own(self, symbol: str) -> None:
+        """This process holds the symbol's claim now: write its entries."""
+        keys.stream(symbol)  # raises InvalidSymbolError here, not in the write task
+        self.owned.add(symbol)
+
+    def disown(self, symbol: str) -> int:
+        """The claim is gone: stop writing the symbol; drop (and count) what is queued."""
+        self.owned.discard(symbol)
+        kept = deque(item for item in self._queue if item.symbol != symbol)
+        dropped = len(self._queue) - len(kept)
+        self._queue = kept
+        self.dropped += dropped
+        return dropped
+
     def append(self, symbol: str, kind: str, fields: dict[bytes, bytes]) -> None:
         """Queue one wire entry (``shared.wire.encode``) for ``keys.stream(symbol)``."""
         if tuple(fields) != _WIRE_KEYS:  # the Lua call carries the names once per batch
             raise ValueError(f"not a wire entry: fields {list(fields)}")
+        if symbol not in self.owned:
+            self.dropped += 1
+            return
         seq = self._seqs.get(symbol)
         if seq is None:
             keys.stream(symbol)  # raises InvalidSymbolError here, not in the write task
@@ -181,8 +214,12 @@ class StreamWriter:
             self._in_flight = 0
         failed: list[_Pending] = []
         error: ResponseError | None = None
+        lost: list[tuple[str, str]] = []
         for (symbol, items), reply in zip(parts.items(), replies, strict=True):
             if isinstance(reply, ResponseError):
+                if str(reply).startswith("NOTOWNER"):
+                    lost.append((symbol, str(reply)))
+                    continue  # never retried: another process owns the symbol now
                 failed.extend(items)
                 error = reply
                 continue
@@ -197,7 +234,13 @@ class StreamWriter:
         for _ in batch:
             queue.popleft()
         queue.extendleft(reversed(failed))
-        self.written += len(batch) - len(failed)
+        self.written += len(batch) - len(failed) - sum(len(parts[s]) for s, _ in lost)
+        for symbol, message in lost:
+            self.dropped += len(parts[symbol])
+            self.disown(symbol)
+            if self._on_lost is not None:
+                self._on_lost(symbol, message)
+        queue = self._queue
         metrics.PENDING.set(len(queue))
         if len(queue) <= self._low_water:
             self._room.set()
@@ -211,11 +254,13 @@ class StreamWriter:
             fixed = [
                 b"EVALSHA",
                 APPEND_SHA,
-                b"3",
+                b"4",
                 keys.stream(symbol).encode(),
                 keys.checkpoint(symbol).encode(),
                 keys.appended(symbol).encode(),
+                keys.feed_claim(symbol).encode(),
                 self.writer_id,
+                self.owner,
             ]
             settings = [
                 str(self._maxlen).encode(),

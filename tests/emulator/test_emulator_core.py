@@ -173,32 +173,38 @@ def test_true_book_top_equals_every_comparable_recorded_book_ticker(
 ) -> None:
     """A bookTicker with id in [u of the last diff, U of the next) shows that book."""
     rec = load_symbol(market, "BTCUSDT", files)
+    # Pass 1: the applied diffs' (U, u) and every ticker; which book each ticker shows.
     keeper = BookKeeper("binance", futures)
-    tops: list[tuple[int, int, tuple[str, str, str, str]]] = []  # (u, next U, top)
+    applied: list[tuple[int, int]] = []
     tickers = []
     for ev in rec.events:
         if ev.kind is Kind.TICKER:
             tickers.append(json.loads(ev.text)["data"])
             continue
-        was_known = keeper.known
+        before = keeper.last_update_id
         keeper.apply(ev)
-        if ev.kind is Kind.DEPTH and keeper.known:
-            if tops and was_known:
-                u, _, top = tops[-1]
-                tops[-1] = (u, ev.first_id, top)
-            (bp, bq), (ap, aq) = keeper.book.top(1)[0][0], keeper.book.top(1)[1][0]
-            tops.append((keeper.last_update_id, 0, (bp, bq, ap, aq)))
-    ids = [u for u, _, _ in tops]
-    compared = 0
+        if ev.kind is Kind.DEPTH and keeper.known and keeper.last_update_id != before:
+            applied.append((ev.first_id, ev.last_id))
+    ids = [u for _, u in applied]
+    wanted: dict[int, list[dict[str, str]]] = {}
     for tk in tickers:
         i = bisect.bisect_right(ids, tk["u"]) - 1
-        if i < 0 or i + 1 >= len(tops) or not tk["u"] < tops[i][1]:
-            continue
-        top = tops[i][2]
-        assert (float(top[0]), float(top[1]), float(top[2]), float(top[3])) == (
-            float(tk["b"]), float(tk["B"]), float(tk["a"]), float(tk["A"])
-        ), f"bookTicker u={tk['u']}"
-        compared += 1
+        if i >= 0 and i + 1 < len(applied) and tk["u"] < applied[i + 1][0]:
+            wanted.setdefault(i, []).append(tk)
+    # Pass 2: the true book's top after each of those diffs.
+    keeper = BookKeeper("binance", futures)
+    index = -1
+    compared = 0
+    for ev in rec.events:
+        before = keeper.last_update_id
+        keeper.apply(ev)
+        if ev.kind is Kind.DEPTH and keeper.known and keeper.last_update_id != before:
+            index += 1
+            for tk in wanted.get(index, []):
+                (bp, bq), (ap, aq) = keeper.book.top(1)[0][0], keeper.book.top(1)[1][0]
+                got = tuple(float(x) for x in (bp, bq, ap, aq))
+                assert got == tuple(float(tk[k]) for k in ("b", "B", "a", "A")), tk["u"]
+                compared += 1
     assert compared == expected
 
 

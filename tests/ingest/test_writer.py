@@ -1,4 +1,5 @@
-"""StreamWriter on a real Redis: order, checkpoints, exactly-once retries, failed parts."""
+"""StreamWriter on a real Redis: order, checkpoints, exactly-once retries, failed parts,
+and only the feed claim's holder writes."""
 
 from __future__ import annotations
 
@@ -35,6 +36,18 @@ async def _ids(client: Redis, symbol: str) -> list[str]:
     return out
 
 
+NODE = "ingest-test"
+
+
+async def _owning(client: Redis, symbols: list[str], **kw: object) -> StreamWriter:
+    """A writer of process ``NODE`` holding the claims of ``symbols``."""
+    writer = StreamWriter(client, maxlen=10_000, owner=NODE, **kw)  # type: ignore[arg-type]
+    for symbol in symbols:
+        await client.set(keys.feed_claim(symbol), NODE)
+        writer.own(symbol)
+    return writer
+
+
 @contextlib.asynccontextmanager
 async def running(writer: StreamWriter) -> AsyncIterator[StreamWriter]:
     task = asyncio.create_task(writer.run())
@@ -48,7 +61,7 @@ async def running(writer: StreamWriter) -> AsyncIterator[StreamWriter]:
 async def test_entries_keep_their_order_per_symbol_and_the_checkpoint_names_the_last_snap(
     aredis: Redis,
 ) -> None:
-    writer = StreamWriter(aredis, maxlen=10_000, batch_size=7)
+    writer = await _owning(aredis, ["BTCUSDT", "ETHUSDT"], batch_size=7)
     async with running(writer):
         for n in range(40):
             writer.append("BTCUSDT", "trade", _trade(n))
@@ -76,7 +89,7 @@ async def test_entries_keep_their_order_per_symbol_and_the_checkpoint_names_the_
 
 
 async def test_a_restarted_redis_without_the_script_is_reloaded(aredis: Redis) -> None:
-    writer = StreamWriter(aredis, maxlen=10_000, batch_size=5)
+    writer = await _owning(aredis, ["BTCUSDT"], batch_size=5)
     async with running(writer):
         writer.append("BTCUSDT", "trade", _trade(1))
         await writer.wait_idle()
@@ -91,7 +104,7 @@ async def test_a_failing_symbol_does_not_hold_back_the_others_and_is_retried_in_
 ) -> None:
     await aredis.set(keys.stream("BADUSDT"), "not a stream")  # XADD: WRONGTYPE
     errors = metrics.WRITE_ERRORS._value.get()
-    writer = StreamWriter(aredis, maxlen=10_000, batch_size=50)
+    writer = await _owning(aredis, ["BADUSDT", "BTCUSDT"], batch_size=50)
     async with running(writer):
         for n in range(10):
             writer.append("BADUSDT", "trade", _trade(n))
@@ -119,7 +132,11 @@ async def test_a_batch_whose_reply_was_lost_is_not_written_twice(
     direct = Redis.from_url(redis_url)
     via_proxy = Redis.from_url(proxy.url)
     try:
-        writer = StreamWriter(via_proxy, maxlen=10_000, batch_size=100, flush_interval_s=0.005)
+        await direct.set(keys.feed_claim("BTCUSDT"), NODE)
+        writer = StreamWriter(
+            via_proxy, maxlen=10_000, owner=NODE, batch_size=100, flush_interval_s=0.005
+        )
+        writer.own("BTCUSDT")
         async with running(writer):
             writer.append("BTCUSDT", "trade", _trade(0))
             await writer.wait_idle()
@@ -151,7 +168,7 @@ async def test_a_batch_whose_reply_was_lost_is_not_written_twice(
 
 @pytest.mark.parametrize("batch_size", [1, 3, 500])
 async def test_any_batch_size_writes_the_same_stream(aredis: Redis, batch_size: int) -> None:
-    writer = StreamWriter(aredis, maxlen=10_000, batch_size=batch_size)
+    writer = await _owning(aredis, ["BTCUSDT"], batch_size=batch_size)
     async with running(writer):
         for n in range(25):
             writer.append("BTCUSDT", "trade", _trade(n))
@@ -160,7 +177,36 @@ async def test_any_batch_size_writes_the_same_stream(aredis: Redis, batch_size: 
 
 
 async def test_only_wire_entries_are_accepted(aredis: Redis) -> None:
-    writer = StreamWriter(aredis, maxlen=10_000)
+    writer = await _owning(aredis, ["BTCUSDT"])
     with pytest.raises(ValueError, match="not a wire entry"):
         writer.append("BTCUSDT", "trade", {b"k": b"trade", b"v": b"1"})
     assert writer.pending == 0
+
+
+async def test_only_the_claim_holder_writes_and_a_refused_part_disowns_the_symbol(
+    aredis: Redis,
+) -> None:
+    lost: list[tuple[str, str]] = []
+    writer = await _owning(
+        aredis, ["BTCUSDT", "ETHUSDT"], batch_size=100, on_lost=lambda s, m: lost.append((s, m))
+    )
+    writer.append("XRPUSDT", "trade", _trade(0))  # a standby symbol: dropped, not queued
+    assert writer.pending == 0 and writer.dropped == 1
+    async with running(writer):
+        writer.append("BTCUSDT", "trade", _trade(1))
+        writer.append("ETHUSDT", "trade", _trade(2))
+        await writer.wait_idle()
+        # The process was paused past its TTL and another took BTCUSDT over: the script
+        # refuses this process's next part in the same step as the check.
+        await aredis.set(keys.feed_claim("BTCUSDT"), "ingest-other")
+        for n in range(3, 6):
+            writer.append("BTCUSDT", "trade", _trade(n))
+        writer.append("ETHUSDT", "trade", _trade(6))
+        await writer.wait_idle()
+        assert lost and lost[0][0] == "BTCUSDT" and "held by ingest-other" in lost[0][1]
+        assert "BTCUSDT" not in writer.owned and writer.pending == 0
+        writer.append("BTCUSDT", "trade", _trade(7))  # disowned: dropped at once
+        assert writer.pending == 0
+    assert await _ids(aredis, "BTCUSDT") == ["1"]
+    assert await _ids(aredis, "ETHUSDT") == ["2", "6"]
+    assert writer.dropped == 1 + 3 + 1
