@@ -22,7 +22,7 @@ from nautilus_trader.model.enums import BookType
 from nautilus_trader.model.identifiers import ClientId, InstrumentId
 
 from services.ingest import metrics
-from services.ingest.core import FeedCore, Note, Out, ResyncRequest, StateChange
+from services.ingest.core import FeedCore, Note, Out, ResyncRequest, StateChange, WrittenTail
 from services.ingest.records import BookUpdate, Record, Status, wire_fields
 from services.ingest.side_channel import SideChannel
 from services.ingest.writer import StreamWriter
@@ -94,6 +94,7 @@ class FeedShell:
             "duplicates": stats.duplicates,
             "stalls": core.counts.stalls,
             "checkpoints": core.counts.checkpoints,
+            "backfilled": core.counts.backfilled,
         }
         skew = None if core.skew_ns is None else core.skew_ns / 1e9
         self.m.flush(totals, core.last_event_ns / 1e9, skew)
@@ -195,11 +196,11 @@ class IngestActor(Actor):
         shell.run(shell.core.end(reason))
         shell.flush_metrics()
 
-    def takeover(self, symbol: str, reason: str) -> None:
+    def takeover(self, symbol: str, reason: str, written: WrittenTail | None) -> None:
         """This process now writes ``symbol`` (it was a standby for it)."""
         for shell in self.shells.values():
             if shell.symbol == symbol:
-                shell.run(shell.core.takeover(reason, time.time_ns()))
+                shell.run(shell.core.takeover(reason, time.time_ns(), written))
 
     def flush_metrics(self) -> None:
         """Hand every feed's counts since the last flush to Prometheus."""

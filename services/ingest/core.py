@@ -30,6 +30,7 @@ Stalls (a book feed silent for longer than its limit) are decided on one of two 
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -40,6 +41,9 @@ from services.ingest.stall import StallWatch
 
 #: Weight of the newest sample in the smoothed clock skew (~ the last 100 messages).
 SKEW_ALPHA = 0.01
+#: Trades kept for a takeover's backfill: this much exchange time, at most this many.
+RECENT_TRADES_NS = 60_000_000_000
+RECENT_TRADES_MAX = 100_000
 
 FeedStateName = Literal["waiting", "ok", "degraded", "unbuildable", "down"]
 
@@ -92,12 +96,23 @@ Out = BookUpdate | Trade | Status | ResyncRequest | StateChange | Note
 _STATE_OF = {"resync": "degraded"}
 
 
+@dataclass(frozen=True)
+class WrittenTail:
+    """What the stream already holds near its end, read by a process taking it over:
+    the ids of its trades with an event time from ``since_ns`` on (None: empty stream)."""
+
+    trade_ids: frozenset[str]
+    since_ns: int | None
+
+
 @dataclass
 class CoreCounts:
     """What happened, for the shell's metrics (the sequencer keeps its own stats)."""
 
     stalls: int = 0
     checkpoints: int = 0
+    #: Trades written on a takeover that the previous writer had not written.
+    backfilled: int = 0
 
 
 class FeedCore:
@@ -127,6 +142,9 @@ class FeedCore:
         self.silence_ns = 0
         self._down_reason = ""
         self._wall = config.wall_clock
+        #: The last minute of trades, for a takeover's backfill (a standby sees every
+        #: trade but writes none; those after the previous writer's last are missing).
+        self._recent: deque[Trade] = deque(maxlen=RECENT_TRADES_MAX)
 
     # -- inputs --------------------------------------------------------------------------
 
@@ -163,6 +181,10 @@ class FeedCore:
         if not self._wall:
             self._stall_on_event_time(trade.event_ns, trade.recv_ns, out)
         out.append(trade)
+        recent = self._recent
+        recent.append(trade)
+        while trade.event_ns - recent[0].event_ns > RECENT_TRADES_NS:
+            recent.popleft()
         self._touch(trade.event_ns, trade.recv_ns)
         self._maybe_checkpoint(trade.event_ns, trade.recv_ns, out)
         return out
@@ -186,26 +208,38 @@ class FeedCore:
             self._emit([Status("down", status.reason, event_ns, status.recv_ns)], out)
         return out
 
-    def takeover(self, reason: str, wall_ns: int) -> list[Out]:
+    def takeover(self, reason: str, wall_ns: int, written: WrittenTail | None) -> list[Out]:
         """This process starts writing a feed another process wrote until now.
 
         The stream's book is the previous writer's, at a position this process does not
-        know: ``status: resync`` tells consumers to drop it. Live, the book is re-synced
-        from a fresh venue snapshot (diffs buffered meanwhile). A replay has no venue to
-        ask: its own validated book (same sequence rules, from the recording's snapshot)
-        follows at once as a checkpoint ``snap``, then ``ok``.
+        know: ``status: resync`` tells consumers to drop it. The trades this process saw
+        as a standby that the stream lacks (``written``: what the previous writer wrote
+        last) follow, in order. Live, the book is re-synced from a fresh venue snapshot
+        (diffs buffered meanwhile). A replay has no venue to ask: its own validated book
+        (same sequence rules, from the recording's snapshot) follows at once as a
+        checkpoint ``snap``, then ``ok``.
         """
         out: list[Out] = []
         if self.ended:
             return out
+        missing = [
+            t
+            for t in self._recent
+            if written is None
+            or written.since_ns is None
+            or (t.event_ns >= written.since_ns and t.id not in written.trade_ids)
+        ]
+        self.counts.backfilled += len(missing)
         if self._wall:
             event_ns = wall_ns - int(self.skew_ns or 0)
             self._emit(self.sequencer.refetch("resync", reason, event_ns, wall_ns), out)
+            out.extend(missing)
             return out
         event_ns, recv_ns = self.last_event_ns, self.last_recv_ns
         own = self.sequencer.current(event_ns, recv_ns)
         out.append(Status("resync", reason, event_ns, recv_ns))
         self._set_state("degraded", reason, out)
+        out.extend(missing)
         if own is not None:
             ok = Status("ok", f"{reason}; book of this process", event_ns, recv_ns)
             self._emit([own, ok], out)

@@ -201,6 +201,11 @@ TAKEOVERS = Counter(
     "Feeds this process took over from another ingest process (standby -> writer).",
     ["symbol"],
 )
+BACKFILLED = Counter(
+    "context8_ingest_trades_backfilled_total",
+    "Trades a standby saw that the previous writer had not written, added on takeover.",
+    ["symbol"],
+)
 CLAIMS_LOST = Counter(
     "context8_ingest_claims_lost_total",
     "Feed claims lost while writing (lapsed and taken by another process).",
@@ -234,6 +239,7 @@ class FeedMetrics:
             (DUPLICATES.labels(symbol), "duplicates"),
             (STALLS.labels(symbol), "stalls"),
             (CHECKPOINTS.labels(symbol), "checkpoints"),
+            (BACKFILLED.labels(symbol), "backfilled"),
         ]
         self._synced = {name: 0 for _, name in self._totals}
         self.pending = {"snapshot": 0, "diff": 0, "trade": 0}

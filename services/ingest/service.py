@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.ingest.claims import ClaimKeeper
+from services.ingest.core import WrittenTail
 from services.ingest.feeds import (
     Feed,
     live_feeds,
@@ -24,7 +25,7 @@ from services.ingest.feeds import (
 from services.ingest.settings import Settings
 from services.ingest.stall import check_stall_symbols
 from services.ingest.writer import StreamWriter
-from shared import keys
+from shared import keys, wire
 from shared.errors import ConfigError
 from shared.lifecycle import Shutdown
 from shared.logging import configure_logging
@@ -139,19 +140,33 @@ async def run_node(
 
     holder: dict[str, Any] = {}
 
+    takeovers: set[asyncio.Task[None]] = set()
+
     def acquired(symbol: str, previous: str) -> None:
-        writer.own(symbol)
         metrics.FEED_OWNED.labels(symbol).set(1)
         actor = holder.get("actor")
         if actor is None:  # before the node starts: the feed starts from scratch anyway
+            writer.own(symbol)
             log.info("feed claimed", symbol=symbol)
             return
         metrics.TAKEOVERS.labels(symbol).inc()
         reason = f"ingest takeover by {settings.node_id}" + (
             f" from {previous}" if previous else ""
         )
+        takeovers.add(asyncio.create_task(take_over(actor, symbol, reason, previous)))
+
+    async def take_over(actor: Any, symbol: str, reason: str, previous: str) -> None:
+        """Write the symbol from now: first learn what the previous writer wrote last."""
+        try:
+            written = await written_tail(redis, symbol)
+        except (RedisError, OSError) as exc:
+            log.warning("stream tail unreadable; no trade backfill", symbol=symbol, error=repr(exc))
+            written = None
+        if symbol not in keeper.held:
+            return  # lost again meanwhile
+        writer.own(symbol)
         log.warning("feed taken over", symbol=symbol, previous=previous or None)
-        actor.takeover(symbol, reason)
+        actor.takeover(symbol, reason, written)
 
     def lost(symbol: str, why: str) -> None:
         writer.disown(symbol)
@@ -245,6 +260,29 @@ async def run_node(
         sampler_stop.set()
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(sampler, 1.0)
+
+
+#: How far back a takeover reads what the previous writer wrote (Redis server time):
+#: a little more than the trades a standby keeps (``core.RECENT_TRADES_NS``).
+TAIL_S = 70
+
+
+async def written_tail(redis: Redis, symbol: str) -> WrittenTail:
+    """The trade ids (and the oldest event time) of the entries appended to the
+    symbol's stream in the last ``TAIL_S`` seconds."""
+    seconds, micros = await redis.time()
+    since_ms = seconds * 1000 + micros // 1000 - TAIL_S * 1000
+    ids: set[str] = set()
+    oldest: int | None = None
+    tail: list[tuple[bytes, dict[bytes, bytes]]] = await redis.xrevrange(  # type: ignore[assignment]
+        keys.stream(symbol), min=f"{since_ms}-0"
+    )
+    for _, fields in tail:
+        entry = wire.decode(fields)
+        oldest = entry.event_ns if oldest is None else min(oldest, entry.event_ns)
+        if isinstance(entry.payload, wire.TradePayload):
+            ids.add(entry.payload.id)
+    return WrittenTail(frozenset(ids), oldest)
 
 
 async def _first_claims(keeper: ClaimKeeper, shutdown: Shutdown, log: Any) -> None:
