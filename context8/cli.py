@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+from typing import Any
+
+from shared.errors import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +27,35 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--workers", type=int, default=2, help="calc workers (default 2)")
     demo.add_argument(
         "--speed", default="1", help='replay speed: 1 (paced on event time), N, or "max"'
+    )
+
+    live = sub.add_parser(
+        "live",
+        help="run the whole fleet on an embedded redis-server on live venue data",
+        description=(
+            "Live reports for the venue symbols you name: Binance (USDⓈ-M, COIN-M, spot) and"
+            " Bybit (linear, spot) public market data, no API keys. C8_INGEST_VENUE_URLS points"
+            " a market at another server (e.g. the venue emulator); C8_INGEST_PRECISIONS gives"
+            " precisions of symbols ingest does not know."
+        ),
+    )
+    live.add_argument(
+        "symbols",
+        metavar="VENUE-MARKET:SYMBOL,...",
+        help="e.g. binance-usdm:BTCUSDT,binance-spot:ETHUSDT,bybit-linear:XRPUSDT",
+    )
+    live.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="run headless for SECONDS, then print each symbol's final report as one JSON line",
+    )
+    live.add_argument("--workers", type=int, default=2, help="calc workers (default 2)")
+    live.add_argument(
+        "--standby",
+        action="store_true",
+        help="run a second ingest process for the same symbols (takes over if the first dies)",
     )
 
     report_at = sub.add_parser(
@@ -52,16 +85,57 @@ def main(argv: list[str] | None = None) -> int:
         from context8.report_at import run
 
         return run(args.at, args.files)
-    if args.command == "demo":
-        from context8.demo import run_demo
+    if args.duration is not None and args.duration <= 0:
+        parser.error("--duration must be positive")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    from context8.console import run_fleet
+    from context8.fleet import DEMO_SYMBOLS, FleetConfig
 
-        if args.duration is not None and args.duration <= 0:
-            parser.error("--duration must be positive")
-        if args.workers < 1:
-            parser.error("--workers must be at least 1")
-        return run_demo(args.duration, calc_workers=args.workers, speed=args.speed)
+    if args.command == "demo":
+        config = FleetConfig(calc_workers=args.workers, speed=args.speed)
+        title = f"market reports (bundled Binance USDⓈ-M recording, {args.speed}x)"
+        return run_fleet(config, DEMO_SYMBOLS, title, args.duration)
+    if args.command == "live":
+        try:
+            config, symbols = live_config(args.symbols, args.workers, args.standby)
+        except ConfigError as exc:
+            parser.error(str(exc))
+        markets = sorted({item.split(":", 1)[0] for item in args.symbols.split(",") if item})
+        return run_fleet(
+            config, symbols, f"live market reports ({', '.join(markets)})", args.duration
+        )
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+#: Ingest settings the live command passes on from its own environment.
+LIVE_ENV = ("C8_INGEST_VENUE_URLS", "C8_INGEST_PRECISIONS", "C8_INGEST_SYMBOL_MAP")
+
+
+def live_config(spec: str, workers: int, standby: bool) -> tuple[Any, tuple[str, ...]]:
+    """The fleet for ``context8 live`` and the report symbols it publishes.
+
+    Raises ``ConfigError`` with ingest's own message for a bad symbol list or venue URL.
+    """
+    from context8.fleet import FleetConfig
+    from services.ingest.feeds import live_feeds, parse_precisions, parse_symbol_map
+    from services.ingest.venues import parse_venue_urls
+
+    env = {name: os.environ[name] for name in LIVE_ENV if os.environ.get(name)}
+    feeds = live_feeds(
+        spec,
+        parse_precisions(env.get("C8_INGEST_PRECISIONS", "")),
+        parse_symbol_map(env.get("C8_INGEST_SYMBOL_MAP", "")),
+    )
+    parse_venue_urls(env.get("C8_INGEST_VENUE_URLS", ""))
+    config = FleetConfig(
+        calc_workers=workers,
+        live_symbols=spec,
+        ingest_standbys=1 if standby else 0,
+        extra_env=env,
+    )
+    return config, tuple(feed.symbol for feed in feeds)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Running the whole fleet on one machine: an embedded redis-server plus one process
 per service, each with its own environment, log file and metrics port.
 
-Used by ``context8 demo`` and by the end-to-end tests, so both exercise the real
-``python -m services.<name>`` processes.
+Used by ``context8 demo``, ``context8 live`` and by the end-to-end tests, so all exercise
+the real ``python -m services.<name>`` processes.
 """
 
 from __future__ import annotations
@@ -73,6 +73,11 @@ class FleetConfig:
     #: Replay speed for ingest: "1" (paced on event time), "N" (Nx) or "max".
     speed: str = "1"
     replay_files: tuple[Path, ...] = DEMO_FILES
+    #: Live mode instead of the replay: ``C8_INGEST_LIVE_SYMBOLS``
+    #: (``<venue>-<market>:<SYMBOL>,...``).
+    live_symbols: str = ""
+    #: Ingest processes beyond the first, configured for the same symbols: hot standbys.
+    ingest_standbys: int = 0
     #: Extra environment for every service (e.g. cycle lengths in tests).
     extra_env: dict[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
@@ -102,15 +107,25 @@ class Fleet:
         self.start_service("mcp", {"C8_MCP_PORT": str(self.mcp_port)})
         for _ in range(self.config.calc_workers):
             self.start_calc()
-        self.start_service(
-            "ingest",
-            {
-                "C8_INGEST_MODE": "replay",
-                "C8_INGEST_SPEED": self.config.speed,
-                "C8_INGEST_REPLAY_FILES": ",".join(str(p) for p in self.config.replay_files),
-            },
-        )
+        for n in range(1 + self.config.ingest_standbys):
+            self.start_ingest(f"ingest-{n + 1}" if self.config.ingest_standbys else None)
         return self
+
+    def ingest_env(self) -> dict[str, str]:
+        """What ingest replays (or, live, which venue symbols it follows)."""
+        if self.config.live_symbols:
+            return {"C8_INGEST_MODE": "live", "C8_INGEST_LIVE_SYMBOLS": self.config.live_symbols}
+        return {
+            "C8_INGEST_MODE": "replay",
+            "C8_INGEST_SPEED": self.config.speed,
+            "C8_INGEST_REPLAY_FILES": ",".join(str(p) for p in self.config.replay_files),
+        }
+
+    def start_ingest(self, instance: str | None = None) -> ServiceProcess:
+        env = self.ingest_env()
+        if instance is not None:
+            env["C8_NODE_ID"] = f"{instance}-{os.getpid()}"
+        return self.start_service("ingest", env, instance=instance)
 
     def base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("C8_")}

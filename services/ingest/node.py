@@ -101,6 +101,6 @@ def build_live_node(
     urls = parse_venue_urls(settings.ingest_venue_urls)
     configs = {client_name(market): client_config(market) for market in live_client_groups(feeds)}
     node = TradingNode(node_config(settings, configs), loop=asyncio.get_running_loop())
-    client_ids = add_live_clients(node, feeds, side, urls)
+    client_ids = add_live_clients(node, feeds, side, urls, log)
     actor = add_actor(node, settings, client_ids, feeds, side, writer, log)
     return node, actor

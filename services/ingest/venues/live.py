@@ -63,14 +63,14 @@ class LiveFeeds:
     """Mixin for a Nautilus live data client: parse frames, hand records on, re-sync."""
 
     _clock: LiveClock
-    _log: Any
-    #: Set by the venue client: what re-syncs one instrument's book.
     feeds: list[Feed]
 
     def init_feeds(
-        self, market: str, feeds: list[Feed], side: SideChannel, urls: VenueUrls
+        self, market: str, feeds: list[Feed], side: SideChannel, urls: VenueUrls, log: Any
     ) -> None:
+        """``log``: the service's structured logger (Nautilus's own goes to stdout)."""
         self.market = market
+        self.slog = log.bind(market=market)
         self.feeds = feeds
         self.urls = urls
         self._side = side
@@ -119,7 +119,12 @@ class LiveFeeds:
             return
         reason = last.reason if last else "unknown_stream"
         metrics.REJECTIONS.labels(self._symbols_of(raw_symbol), reason).inc()
-        self._log.warning(f"Rejected venue message ({reason}): {raw[:200]!r}")
+        self.slog.warning(
+            "venue message rejected",
+            symbol=self._symbols_of(raw_symbol),
+            reason=reason,
+            frame=raw[:200].decode(errors="replace"),
+        )
 
     def hand_on(self, raw_symbol: str, records: list[Any]) -> None:
         """Records from outside the WebSocket (a REST snapshot) for one feed."""
@@ -150,7 +155,7 @@ class LiveFeeds:
         async def run() -> None:
             try:
                 if delay > 0:
-                    self._log.warning(f"Re-sync of {iid} in {delay:.1f} s (back-off)")
+                    self.slog.warning("re-sync backed off", symbol=symbol, delay_s=round(delay, 1))
                     await asyncio.sleep(delay)
                 metrics.RESUBSCRIBES.labels(self.market, symbol).inc()
                 await action()
@@ -162,7 +167,7 @@ class LiveFeeds:
 
     async def count_reconnect(self) -> None:
         metrics.RECONNECTS.labels(self.market).inc()
-        self._log.warning(f"{self.market} WebSocket reconnected")
+        self.slog.warning("venue reconnected")
 
     # -- connecting --------------------------------------------------------------------
 
@@ -177,14 +182,15 @@ class LiveFeeds:
             except Exception as exc:
                 reason = f"venue unreachable: {url}: {_describe(exc)}"
                 metrics.CONNECT_FAILURES.labels(self.market).inc()
-                self._log.error(f"{reason}; retrying in {delay:.0f} s")
+                self.slog.error(
+                    "venue unreachable", url=url, error=_describe(exc), retry_in_s=round(delay)
+                )
                 self._tell_unreachable(reason)
                 await asyncio.sleep(delay * (1 + random.random() / 4))
                 delay = min(delay * 2, CONNECT_RETRY_CAP_S)
                 continue
-            if self._unreachable is not None:
-                self._log.warning(f"{self.market}: connected to {url}")
-                self._unreachable = None
+            self.slog.info("venue connected", url=url)
+            self._unreachable = None
             return
 
     def _tell_unreachable(self, reason: str) -> None:
@@ -203,7 +209,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def make_live_factory(
-    market: str, feeds: list[Feed], side: SideChannel, urls: VenueUrls
+    market: str, feeds: list[Feed], side: SideChannel, urls: VenueUrls, log: Any
 ) -> type[LiveDataClientFactory]:
     """The Nautilus factory of one market's live client (``binance-usdm`` ... ``bybit-spot``)."""
 
@@ -226,7 +232,7 @@ def make_live_factory(
                 from services.ingest.venues.bybit.client import bybit_client
 
                 client = bybit_client(market, name, loop, msgbus, cache, clock, provider, urls)
-            client.init_feeds(market, feeds, side, urls)
+            client.init_feeds(market, feeds, side, urls, log)
             return client
 
     return LiveFactory
@@ -256,13 +262,18 @@ def client_config(market: str) -> Any:
 
 
 def add_live_clients(
-    node: TradingNode, feeds: list[Feed], side: SideChannel, urls: dict[str, VenueUrls]
+    node: TradingNode,
+    feeds: list[Feed],
+    side: SideChannel,
+    urls: dict[str, VenueUrls],
+    log: Any,
 ) -> dict[str, str]:
     """Register one live client factory per market; instrument id -> client name."""
     client_ids: dict[str, str] = {}
     for market, group in live_client_groups(feeds).items():
         name = client_name(market)
-        node.add_data_client_factory(name, make_live_factory(market, group, side, urls[market]))
+        factory = make_live_factory(market, group, side, urls[market], log)
+        node.add_data_client_factory(name, factory)
         client_ids.update({f.instrument_id: name for f in group})
     return client_ids
 

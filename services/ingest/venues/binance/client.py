@@ -128,8 +128,10 @@ class _BinanceLive(LiveFeeds):
     _ws_client: Any
     _book_depths: dict[InstrumentId, int | None]
 
-    def init_feeds(self, market: str, feeds: list[Feed], side: Any, urls: VenueUrls) -> None:
-        super().init_feeds(market, feeds, side, urls)
+    def init_feeds(
+        self, market: str, feeds: list[Feed], side: Any, urls: VenueUrls, log: Any
+    ) -> None:
+        super().init_feeds(market, feeds, side, urls, log)
         self.rest_budget = RestBudget(int(WEIGHT_LIMIT[market] * WEIGHT_SHARE))
         self.http: PublicBinanceHttpClient = self._http_client  # type: ignore[attr-defined]
         self._install_limits()
@@ -201,20 +203,25 @@ class _BinanceLive(LiveFeeds):
                 if exc.status in (418, 429):
                     wait = exc.retry_after_s if exc.retry_after_s is not None else 60.0
                     self.rest_budget.back_off(wait)
-                    self._log.error(
-                        f"{url}: HTTP {exc.status}, the venue says retry after {wait:g} s; "
-                        f"every {self.market} REST request waits"
+                    self.slog.error(
+                        "venue rate limit: every REST request of the market waits",
+                        url=url,
+                        status=exc.status,
+                        retry_after_s=wait,
                     )
                     continue
-                self._log.warning(f"Depth snapshot for {raw_symbol} failed ({exc}); retrying")
+                self.slog.warning(
+                    "depth snapshot failed; retrying", symbol=raw_symbol, error=str(exc)
+                )
             except ParseRejection as exc:
-                self._log.warning(f"Depth snapshot for {raw_symbol} unusable ({exc}); retrying")
+                self.slog.warning(
+                    "depth snapshot unusable; retrying", symbol=raw_symbol, error=str(exc)
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # no answer: refused, reset, timed out
-                reason = f"venue unreachable: {url}: {_describe(exc)}"
-                self._log.warning(f"Depth snapshot for {raw_symbol} failed ({reason}); retrying")
-                self._tell_unreachable(reason)
+                self.slog.error("venue unreachable", url=url, error=_describe(exc))
+                self._tell_unreachable(f"venue unreachable: {url}: {_describe(exc)}")
             else:
                 self._unreachable = None
                 self.hand_on(raw_symbol, [snapshot])

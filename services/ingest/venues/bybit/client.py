@@ -43,8 +43,10 @@ class LiveBybitClient(LiveFeeds, BybitDataClient):
     _ws_clients: dict[BybitProductType, Any]
     _depths: dict[InstrumentId, int]
 
-    def init_feeds(self, market: str, feeds: list[Feed], side: Any, urls: VenueUrls) -> None:
-        super().init_feeds(market, feeds, side, urls)
+    def init_feeds(
+        self, market: str, feeds: list[Feed], side: Any, urls: VenueUrls, log: Any
+    ) -> None:
+        super().init_feeds(market, feeds, side, urls, log)
         for ws in self._ws_clients.values():
             limiter = SlidingWindowLimiter(MESSAGES_PER_SECOND, 1.0)
             send = ws._send

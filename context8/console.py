@@ -1,4 +1,5 @@
-"""``context8 demo``: the whole fleet on bundled real data, with a live terminal view.
+"""The fleet in a terminal: ``context8 demo`` (bundled recordings) and ``context8 live``
+(live venues), with a view that refreshes in place, or headless JSON lines.
 
 Readers' path only: the view reads reports over the mcp service's HTTP API, exactly as
 a user would, so what it shows is what clients get.
@@ -20,7 +21,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from context8.fleet import DEMO_SYMBOLS, Fleet, FleetConfig, wait_until
+from context8.fleet import Fleet, FleetConfig, wait_until
 from shared.report import schema_errors
 
 STATUS_STYLE = {"ok": "green", "degraded": "yellow", "down": "red"}
@@ -50,18 +51,35 @@ def _fmt(value: Any, digits: int) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
 
-def render(fleet: Fleet, reports: dict[str, dict[str, Any]], started: float) -> Group:
-    table = Table(title="context8 — live market reports (bundled Binance USDⓈ-M data, 1x)")
+def render(
+    fleet: Fleet,
+    symbols: tuple[str, ...],
+    title: str,
+    reports: dict[str, dict[str, Any]],
+    started: float,
+) -> Group:
+    table = Table(title=f"context8 — {title}")
     for col, justify in (
-        ("symbol", "left"), ("mid", "right"), ("best bid", "right"), ("best ask", "right"),
-        ("spread bps", "right"), ("imbalance", "right"), ("data age", "right"),
-        ("status", "center"), ("writer", "left"), ("token", "right"), ("event time", "left"),
+        ("symbol", "left"),
+        ("mid", "right"),
+        ("best bid", "right"),
+        ("best ask", "right"),
+        ("spread bps", "right"),
+        ("imbalance", "right"),
+        ("data age", "right"),
+        ("status", "center"),
+        ("writer", "left"),
+        ("token", "right"),
+        ("event time", "left"),
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for symbol in DEMO_SYMBOLS:
+    for symbol in symbols:
         r = reports.get(symbol)
-        if r is None:
-            table.add_row(symbol, *["…"] * 10)
+        if r is None:  # no report yet: nothing from the venue so far
+            waited = f"none for {time.monotonic() - started:,.0f} s"
+            empty = ["—"] * 5
+            down = Text("down", style=STATUS_STYLE["down"])
+            table.add_row(symbol, *empty, waited, down, "—", "—", "no data yet")
             continue
         bid, ask = r.get("best_bid") or {}, r.get("best_ask") or {}
         status = r["ingestion"]["status"]
@@ -86,10 +104,52 @@ def render(fleet: Fleet, reports: dict[str, dict[str, Any]], started: float) -> 
         f"(MCP at /mcp) · {procs}\nCtrl-C stops everything.",
         style="dim",
     )
-    return Group(table, footer)
+    problems = [Text(line, style="red") for line in venue_problems(fleet)]
+    return Group(table, *problems, footer)
 
 
-def run_demo(duration: float | None, calc_workers: int = 2, speed: str = "1") -> int:
+#: Ingest log events that say whether a market's venue answers (``venues/live.py``).
+_VENUE_EVENTS = ("venue unreachable", "venue connected", "venue rate limit")
+
+
+def venue_problems(fleet: Fleet, tail_bytes: int = 65_536) -> list[str]:
+    """What stops ingest from reaching its venues now, one line per market: the newest
+    of its connect / unreachable / rate-limit log events, when it is not a connect."""
+    latest: dict[str, dict[str, Any]] = {}
+    for svc in fleet.services:
+        if svc.module != "services.ingest":
+            continue
+        try:
+            with svc.log_path.open("rb") as fh:
+                fh.seek(max(0, fh.seek(0, 2) - tail_bytes))
+                lines = fh.read().splitlines()
+        except OSError:
+            continue
+        for raw in lines:
+            if not raw.startswith(b"{") or b'"venue ' not in raw:
+                continue
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                continue
+            if str(event.get("event", "")).startswith(_VENUE_EVENTS) and "market" in event:
+                latest[f"{svc.name} {event['market']}"] = event
+    out = []
+    for where, event in sorted(latest.items()):
+        if event["event"] == "venue connected":
+            continue
+        detail = ", ".join(
+            f"{k}={v}"
+            for k, v in event.items()
+            if k in ("url", "error", "status", "retry_in_s", "retry_after_s")
+        )
+        out.append(f"{where}: {event['event']}: {detail}")
+    return out
+
+
+def run_fleet(
+    config: FleetConfig, symbols: tuple[str, ...], title: str, duration: float | None
+) -> int:
     """Start the fleet, show reports (or run ``duration`` s headless), stop cleanly."""
     console = Console(stderr=duration is not None)
 
@@ -98,7 +158,7 @@ def run_demo(duration: float | None, calc_workers: int = 2, speed: str = "1") ->
 
     old_int = signal.signal(signal.SIGINT, on_signal)
     old_term = signal.signal(signal.SIGTERM, on_signal)
-    fleet = Fleet(FleetConfig(calc_workers=calc_workers, speed=speed))
+    fleet = Fleet(config)
     base = f"http://127.0.0.1:{fleet.mcp_port}"
     code = 0
     try:
@@ -109,10 +169,13 @@ def run_demo(duration: float | None, calc_workers: int = 2, speed: str = "1") ->
             _print_dead(console, fleet)
             return 1
         started = time.monotonic()
+        console.print(f"reports at {base}/v1/reports/<SYMBOL>, MCP at {base}/mcp")
         if duration is None:
-            with Live(render(fleet, {}, started), console=console, refresh_per_second=8) as live:
+            view = render(fleet, symbols, title, {}, started)
+            with Live(view, console=console, refresh_per_second=8) as live:
                 while True:
-                    live.update(render(fleet, fetch_reports(base, DEMO_SYMBOLS), started))
+                    reports = fetch_reports(base, symbols)
+                    live.update(render(fleet, symbols, title, reports, started))
                     time.sleep(0.25)
         # Headless: run for the duration, watching for services that die.
         deadline = started + duration
@@ -121,8 +184,10 @@ def run_demo(duration: float | None, calc_workers: int = 2, speed: str = "1") ->
                 _print_dead(console, fleet)
                 return 1
             time.sleep(0.25)
-        reports = fetch_reports(base, DEMO_SYMBOLS)
-        for symbol in DEMO_SYMBOLS:
+        reports = fetch_reports(base, symbols)
+        for line in venue_problems(fleet):
+            console.print(line, style="red", markup=False, highlight=False)
+        for symbol in symbols:
             report = reports.get(symbol)
             if report is None:
                 console.print(f"[red]no report for {symbol}[/red]")
