@@ -8,6 +8,7 @@ emulator would serve at that point.
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from context8.emulator.limits import (
 from context8.emulator.markets import MARKETS, venue_urls, ws_base
 from context8.emulator.protocol import (
     binance_control,
+    binance_depth_body,
     bybit_op,
     data_part,
     initial_streams,
@@ -69,7 +71,10 @@ def test_true_book_orders_levels_and_removes_zero_sizes() -> None:
     book = TrueBook()
     book.replace([["10.0", "1"], ["9.5", "2"], ["11.0", "0.000"]], [["12.0", "3"], ["11.5", "1"]])
     book.apply([["9.5", "0"], ["10.5", "4"]], [["13.0", "1"]])
-    assert book.top() == ([["10.5", "4"], ["10.0", "1"]], [["11.5", "1"], ["12.0", "3"], ["13.0", "1"]])
+    assert book.top() == (
+        [["10.5", "4"], ["10.0", "1"]],
+        [["11.5", "1"], ["12.0", "3"], ["13.0", "1"]],
+    )
     assert book.top(1) == ([["10.5", "4"]], [["11.5", "1"]])
 
 
@@ -146,7 +151,7 @@ def test_sessions_of_one_symbol_are_joined_and_the_gap_cut() -> None:
     assert rec.sessions == 2 and (rec.price_precision, rec.size_precision) == (1, 3)
     times = [e.t for e in rec.events]
     assert times == sorted(times)
-    assert max(b - a for a, b in zip(times, times[1:], strict=False)) < 10_000
+    assert max(b - a for a, b in itertools.pairwise(times)) < 10_000
     assert rec.data_kinds == {Kind.DEPTH, Kind.TRADE}
     # exchange time is kept: the August frames keep their own E
     last = rec.events[-1]
@@ -213,7 +218,8 @@ def test_true_book_top_equals_every_comparable_recorded_book_ticker(
 
 def test_depth_limits_and_weights_follow_binance() -> None:
     assert depth_limit(USDM, None) == 500 and depth_limit(SPOT, None) == 100
-    assert [depth_weight(USDM, n) for n in (5, 10, 20, 50, 100, 500, 1000)] == [2, 2, 2, 2, 5, 10, 20]
+    futures = [depth_weight(USDM, n) for n in (5, 10, 20, 50, 100, 500, 1000)]
+    assert futures == [2, 2, 2, 2, 5, 10, 20]
     assert [depth_weight(SPOT, n) for n in (1, 100, 101, 500, 501, 1000, 1001, 5000)] == [
         5, 5, 25, 25, 50, 50, 250, 250]
     assert depth_limit(SPOT, "7000") == 5000
@@ -255,7 +261,8 @@ def test_fault_requests_are_validated() -> None:
         ({"fault": "boom", "market": "binance-usdm"}, "'fault'"),
         ({"fault": "stall", "market": "nowhere"}, "'market'"),
         ({"fault": "drop", "market": "binance-usdm", "count": 2}, "needs 'symbol'"),
-        ({"fault": "http_error", "market": "binance-usdm", "status": 500, "count": 1}, "429 or 418"),
+        ({"fault": "http_error", "market": "binance-usdm", "status": 500, "count": 1},
+         "429 or 418"),
         ({"fault": "http_error", "market": "binance-usdm"}, "'count' or 'seconds'"),
         ({"fault": "slow_snapshot", "market": "binance-usdm"}, "'delay'"),
         ({"fault": "stall", "market": "binance-usdm", "extra": 1}, "unknown fields"),
@@ -321,6 +328,18 @@ def test_binance_control_messages() -> None:
     for text, code in codes.items():
         reply = binance_control(text, [], True).reply
         assert reply["error"]["code"] == code, text
+
+
+def test_depth_bodies_per_market() -> None:
+    levels: list[list[str]] = [["1.0", "2"]]
+    common = {"exchange_ms": 7, "symbol": "BTCUSD_PERP", "pair": "BTCUSD"}
+    assert list(binance_depth_body("usdm", 5, levels, levels, **common)) == [  # type: ignore[arg-type]
+        "lastUpdateId", "E", "T", "bids", "asks"]
+    coinm = binance_depth_body("coinm", 5, levels, levels, **common)  # type: ignore[arg-type]
+    assert list(coinm) == ["lastUpdateId", "E", "T", "symbol", "pair", "bids", "asks"]
+    assert (coinm["symbol"], coinm["pair"], coinm["E"]) == ("BTCUSD_PERP", "BTCUSD", 7)
+    assert list(binance_depth_body("spot", 5, levels, levels, **common)) == [  # type: ignore[arg-type]
+        "lastUpdateId", "bids", "asks"]
 
 
 def test_binance_stream_names() -> None:

@@ -40,7 +40,7 @@ BYBIT = "bybit-linear"
 USDM_FILE = DATA / "binance-usdm/BTCUSDT/btcusdt_20240718.gz"
 BYBIT_FILE = DATA / "bybit-linear/XRPUSDT/2024-12-01_XRPUSDT_ob500.data.zip"
 SPOT_FILE = DATA / "binance-spot/BTCUSDT/btcusdt_20240808.gz"
-_BTC = iter(copy_names("BTCUSDT", 12))
+_BTC = iter(copy_names("BTCUSDT", 14))
 _XRP = iter(copy_names("XRPUSDT", 3))
 
 
@@ -54,7 +54,7 @@ def emu() -> Iterator[EmulatorProcess]:
     with EmulatorProcess(
         [USDM_FILE, BYBIT_FILE],
         speed=SPEED,
-        copies=["binance-usdm:BTCUSDT=12", "bybit-linear:XRPUSDT=3"],
+        copies=["binance-usdm:BTCUSDT=14", "bybit-linear:XRPUSDT=3"],
         # Nautilus answers each ping twice (tungstenite's own pong + its ping handler's), and
         # pongs count towards 10 messages/s: stay well below.
         ping_interval=0.4,
@@ -177,6 +177,21 @@ async def test_rest_snapshot_and_diffs_rebuild_the_true_book(
         assert book.last_u == target["last_update_id"]
         assert book.levels(200) == (target["bids"], target["asks"])
         assert book.compare_tickers() >= 10  # about 1 in 15 diffs has one
+
+
+async def test_rest_depth_is_held_until_the_position_reaches_the_snapshot_line(
+    emu: EmulatorProcess, session: aiohttp.ClientSession
+) -> None:
+    sym = fresh_btc()  # its clock has not started: the book is not known yet
+    url = f"{emu.http_base(USDM)}/fapi/v1/depth?symbol={sym}&limit=5"
+    request = asyncio.ensure_future(session.get(url))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(request), timeout=0.3)
+    async with session.ws_connect(combined_url(emu, sym, "depth@0ms", "trade")):
+        resp = await request
+        assert resp.status == 200
+        # the recorded snapshot line's own id, or a later diff's
+        assert (await resp.json())["lastUpdateId"] >= 4984028384061
 
 
 async def test_frames_are_paced_on_exchange_time(
@@ -403,6 +418,8 @@ async def test_request_weight_and_connection_attempts_per_ip(
     spot_emu: EmulatorProcess, session: aiohttp.ClientSession
 ) -> None:
     url = f"{spot_emu.http_base('binance-spot')}/api/v3/depth?symbol=BTCUSDT&limit=5000"
+    body = await (await session.get(url.replace("5000", "3"))).json()
+    assert list(body) == ["lastUpdateId", "bids", "asks"] and len(body["bids"]) == 3
     used_before = -1
     for _ in range(60):  # 250 each: the 25th in a minute is over 6000
         resp = await session.get(url)
@@ -531,7 +548,7 @@ async def test_nautilus_binance_clients_sync_a_book_and_survive_a_disconnect(
         target: dict[str, Any] | None = None
         seen = 0
         while target is None or (book.last_u or 0) < target["last_update_id"]:
-            await apoll(lambda: len(frames) > seen, what="a frame")
+            await apoll(lambda n=seen: len(frames) > n, what="a frame")  # type: ignore[misc]
             msg = frames[seen]
             seen += 1
             if "stream" in msg:
