@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=START_MODES,
         default="on-subscribe",
         help="when a symbol's clock starts: when its depth and trade streams (Bybit: its "
-        "order book) have subscribers (default), or at server start",
+        "order book) have subscribers (default), at server start (now), or only when "
+        "POST /_emulator/start says so (manual)",
     )
     parser.add_argument(
         "--copies",

@@ -77,6 +77,9 @@ class BookKeeper:
         self.cts = 0  # Bybit matching-engine time of the last applied frame
         self.snapshots = 0  # snapshot lines applied
         self.chain_breaks = 0  # diffs that did not continue the chain (book unknown after)
+        #: Binance: the recorded REST snapshot while the stream still stands at it (no
+        #: later diff applied yet): the venue's own answer at that position.
+        self.recorded_snapshot: Event | None = None
         self._pending: list[Event] = []
 
     def apply(self, ev: Event) -> None:
@@ -97,12 +100,14 @@ class BookKeeper:
                 covered = diff.last_id < snap_id if self.futures else diff.last_id <= snap_id
                 if not covered:
                     self._apply_diff(diff)
+            self.recorded_snapshot = ev
             return
         if ev.kind is not Kind.DEPTH:
             return
         if not self.known:
             self._pending.append(ev)
             return
+        self.recorded_snapshot = None
         if self._continues(ev):
             self._apply_diff(ev)
         elif ev.last_id > self.last_update_id:

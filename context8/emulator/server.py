@@ -50,7 +50,7 @@ from context8.emulator.timeline import Clock, Cursor
 
 log = logging.getLogger("context8.emulator")
 
-START_MODES = ("on-subscribe", "now")
+START_MODES = ("on-subscribe", "now", "manual")
 #: Frames queued for one connection beyond which it is dropped (a client that cannot keep up).
 MAX_QUEUE = 100_000
 #: Shortest pause of a symbol's pacing task: frames due within it go out together, which
@@ -834,16 +834,24 @@ class Emulator:
                 ),
                 503,
             )
-        bids, asks = rt.keeper.book.top(limit)
-        body = binance_depth_body(
-            spec.kind,
-            rt.keeper.last_update_id,
-            bids,
-            asks,
-            exchange_ms=rt.exchange_ms(),
-            symbol=rt.name,
-            pair=pair_of(rt.name),
-        )
+        recorded = rt.keeper.recorded_snapshot
+        if recorded is not None:
+            # The stream stands at the recorded snapshot: answer what the venue answered.
+            body = orjson.loads(recorded.text)
+            body["bids"], body["asks"] = body["bids"][:limit], body["asks"][:limit]
+            if "symbol" in body:
+                body["symbol"], body["pair"] = rt.name, pair_of(rt.name)
+        else:
+            bids, asks = rt.keeper.book.top(limit)
+            body = binance_depth_body(
+                spec.kind,
+                rt.keeper.last_update_id,
+                bids,
+                asks,
+                exchange_ms=rt.exchange_ms(),
+                symbol=rt.name,
+                pair=pair_of(rt.name),
+            )
         delay = self.faults.snapshot_delay(spec.name, rt.name, asyncio.get_running_loop().time())
         if delay > 0:
             await asyncio.sleep(delay)

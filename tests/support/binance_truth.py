@@ -72,8 +72,11 @@ def read_truth(files: list[Path]) -> Truth:
                 elif stream.endswith("@bookTicker"):
                     tickers.append(
                         BookTicker(
-                            data["u"], float(data["b"]), float(data["B"]),
-                            float(data["a"]), float(data["A"]),
+                            data["u"],
+                            float(data["b"]),
+                            float(data["B"]),
+                            float(data["a"]),
+                            float(data["A"]),
                         )
                     )
     tickers.sort(key=lambda tk: tk.u)

@@ -5,8 +5,8 @@ What ingest adds to Nautilus's ``BinanceFuturesDataClient`` / ``BinanceSpotDataC
 * frames are parsed with ingest's Binance parser (the same as for recordings) and handed
   on with their records (``venues/live.py``);
 * **REST depth snapshots** are fetched by ingest (``GET <http base>/fapi/v1/depth``,
-  ``/dapi/v1/depth``, ``/api/v3/depth``, ``limit=1000``) with the Nautilus HTTP client,
-  parsed like a recorded snapshot line, never awaited inside a subscription: diffs flow
+  ``/dapi/v1/depth``, ``/api/v3/depth``, ``limit=1000``; ``venues/rest.py``), parsed
+  like a recorded snapshot line, never awaited inside a subscription: diffs flow
   meanwhile and the feed core's sequencer buffers them. Every request spends its
   documented weight from a ``RestBudget`` (half the venue's per-IP limit: USDⓈ-M and
   COIN-M 2,400/min, spot 6,000/min, so a standby process fits beside); an HTTP 429 or
@@ -14,7 +14,8 @@ What ingest adds to Nautilus's ``BinanceFuturesDataClient`` / ``BinanceSpotDataC
   with back-off (1 s doubling to 30 s);
 * **pacing**: every message sent on a connection (subscribe, unsubscribe) waits for a
   slot of 4 per second (Binance: 5 incoming messages/s per connection on spot, 10 on
-  futures; more drops the connection), and connection attempts are paced process-wide
+  futures; more drops the connection); subscriptions made while one waits go out
+  together in one message; connection attempts are paced process-wide
   to 250 per 5 minutes (Binance: 300 per 5 minutes per IP). Nautilus opens one
   connection per 200 streams (Binance futures: at most 200 per connection; spot 1024);
 * **connecting** retries until the venue answers (``LiveFeeds.connect_until_up``): the
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import urllib.parse
 from typing import Any
 
 from nautilus_trader.adapters.binance.common.enums import BinanceAccountType
@@ -38,7 +38,6 @@ from nautilus_trader.adapters.binance.spot.data import BinanceSpotDataClient
 from nautilus_trader.cache.cache import Cache
 from nautilus_trader.common.component import LiveClock, MessageBus
 from nautilus_trader.common.providers import InstrumentProvider
-from nautilus_trader.core.nautilus_pyo3 import HttpMethod
 from nautilus_trader.model.identifiers import InstrumentId
 
 from services.ingest.feeds import Feed
@@ -53,6 +52,7 @@ from services.ingest.venue_limits import (
 from services.ingest.venues import VenueUrls
 from services.ingest.venues.binance.parsing import BinanceParser
 from services.ingest.venues.live import LiveFeeds, _describe
+from services.ingest.venues.rest import PublicRest, VenueHttpError
 
 ACCOUNT = {
     "binance-usdm": BinanceAccountType.USDT_FUTURES,
@@ -68,7 +68,6 @@ DEPTH_PATH = {
 WEIGHT_LIMIT = {"binance-usdm": 2400, "binance-coinm": 2400, "binance-spot": 6000}
 WEIGHT_SHARE = 0.5
 DEPTH_LIMIT = 1000
-SNAPSHOT_TIMEOUT_S = 10
 RETRY_S, RETRY_CAP_S = 1.0, 30.0
 
 
@@ -79,43 +78,13 @@ def depth_weight(market: str, limit: int) -> int:
     return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
 
 
-class VenueHttpError(Exception):
-    """An HTTP error answer of the venue."""
-
-    def __init__(self, url: str, status: int, retry_after_s: float | None, body: bytes) -> None:
-        super().__init__(f"{url}: HTTP {status} {body[:200]!r}")
-        self.status = status
-        self.retry_after_s = retry_after_s
-
-
-def _retry_after(headers: dict[str, str]) -> float | None:
-    for name, value in headers.items():
-        if name.lower() == "retry-after":
-            try:
-                return float(value)
-            except ValueError:
-                return None
-    return None
-
-
 class PublicBinanceHttpClient(BinanceHttpClient):
-    """Binance HTTP client for public endpoints: no key, no key header."""
+    """Binance HTTP client for public endpoints: no key, no key header (what Nautilus's
+    data client is built with; ingest's own REST calls go through ``PublicRest``)."""
 
     def __init__(self, clock: LiveClock, base_url: str) -> None:
         super().__init__(clock=clock, api_key="", api_secret="", base_url=base_url)
         self._headers.pop("X-MBX-APIKEY", None)
-
-    async def get_public(self, path: str, params: dict[str, str]) -> bytes:
-        """GET ``path`` and return the body; ``VenueHttpError`` on an HTTP error."""
-        url = f"{self._base_url}{path}?{urllib.parse.urlencode(params)}"
-        response = await self._client.request(
-            HttpMethod.GET, url=url, headers=self._headers, timeout_secs=SNAPSHOT_TIMEOUT_S
-        )
-        if response.status >= 400:
-            raise VenueHttpError(
-                url, response.status, _retry_after(response.headers), response.body
-            )
-        return response.body
 
 
 #: Binance: connection attempts per IP, shared by every client of the process.
@@ -132,9 +101,13 @@ class _BinanceLive(LiveFeeds):
         self, market: str, feeds: list[Feed], side: Any, urls: VenueUrls, log: Any
     ) -> None:
         super().init_feeds(market, feeds, side, urls, log)
-        self.rest_budget = RestBudget(int(WEIGHT_LIMIT[market] * WEIGHT_SHARE))
-        self.http: PublicBinanceHttpClient = self._http_client  # type: ignore[attr-defined]
+        budget = RestBudget(int(WEIGHT_LIMIT[market] * WEIGHT_SHARE))
+        self.rest = PublicRest(urls.http, budget, weight_header="X-MBX-USED-WEIGHT-1M")
         self._install_limits()
+
+    async def _disconnect(self) -> None:
+        await super()._disconnect()  # type: ignore[misc]
+        await self.rest.close()
 
     # -- WebSocket ----------------------------------------------------------------------
 
@@ -151,9 +124,22 @@ class _BinanceLive(LiveFeeds):
         send = ws._send
         connect = ws._connect_client
 
+        pending: dict[int, list[str]] = {}
+
         async def paced_send(client_id: int, msg: dict[str, Any]) -> None:
             limiter = limiters.setdefault(client_id, SlidingWindowLimiter(MESSAGES_PER_SECOND, 1.0))
-            await limiter.acquire()
+            if msg.get("method") == "SUBSCRIBE":
+                # Nautilus sends one SUBSCRIBE per stream; streams asked for while one
+                # waits for its slot go out together in it (hundreds of symbols
+                # subscribe in a few messages instead of one per 250 ms).
+                streams = pending.setdefault(client_id, [])
+                streams.extend(msg["params"])
+                if len(streams) > len(msg["params"]):
+                    return  # an earlier call is waiting to send them
+                await limiter.acquire()
+                msg = {**msg, "params": pending.pop(client_id)}
+            else:
+                await limiter.acquire()
             await send(client_id, msg)
 
         async def resilient_connect(client_id: int, streams: list[str]) -> None:
@@ -190,24 +176,20 @@ class _BinanceLive(LiveFeeds):
         assert isinstance(parser, BinanceParser)
         path = DEPTH_PATH[self.market]
         url = f"{self.urls.http}{path}"
+        params = {"symbol": raw_symbol, "limit": str(DEPTH_LIMIT)}
         weight = depth_weight(self.market, DEPTH_LIMIT)
         delay = RETRY_S
         while True:
-            await self.rest_budget.acquire(weight)
             try:
-                body = await self.http.get_public(
-                    path, {"symbol": raw_symbol, "limit": str(DEPTH_LIMIT)}
-                )
+                body = await self.rest.get(path, params, weight)
                 snapshot = parser.snapshot(body, self._clock.timestamp_ns(), source="rest")
             except VenueHttpError as exc:
-                if exc.status in (418, 429):
-                    wait = exc.retry_after_s if exc.retry_after_s is not None else 60.0
-                    self.rest_budget.back_off(wait)
+                if exc.status in (418, 429):  # the budget now waits for Retry-After
                     self.slog.error(
                         "venue rate limit: every REST request of the market waits",
                         url=url,
                         status=exc.status,
-                        retry_after_s=wait,
+                        retry_after_s=exc.retry_after_s,
                     )
                     continue
                 self.slog.warning(

@@ -65,7 +65,11 @@ class LiveBybitClient(LiveFeeds, BybitDataClient):
     async def _connect(self) -> None:
         self._send_all_instruments_to_data_engine()
         for ws in self._ws_clients.values():
-            self.create_task(self._connect_ws(ws))
+            try:  # the usual case: connected before the subscriptions are sent
+                await ws.connect()
+                self.slog.info("venue connected", url=ws._base_url)
+            except Exception:  # keep trying in the background; the node starts meanwhile
+                self.create_task(self._connect_ws(ws))
 
     async def _connect_ws(self, ws: Any) -> None:
         await self.connect_until_up(ws._base_url, ws.connect)
