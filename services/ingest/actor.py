@@ -181,10 +181,10 @@ class IngestActor(Actor):
     # -- outside the data engine -------------------------------------------------------
 
     def _announced(self, instrument_id: str, status: Status) -> None:
-        """The venue client cannot reach the venue (live)."""
+        """The venue client cannot reach the venue, or reconnected to it (live)."""
         shell = self.shells.get(instrument_id)
         if shell is not None:
-            shell.run(shell.core.unreachable(status))
+            shell.run(shell.core.venue_status(status))
 
     def end_of_feed(self, instrument_id: str, reason: str) -> None:
         """The feed ended (replay): ``unbuildable`` if it never had a book, then ``down``."""

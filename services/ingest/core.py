@@ -195,17 +195,26 @@ class FeedCore:
         self._emit(self.sequencer.invalidate(reason, event_ns, recv_ns), out)
         return out
 
-    def unreachable(self, status: Status) -> list[Out]:
-        """Live: the venue cannot be reached (``status.reason`` names the URL and error).
+    def venue_status(self, status: Status) -> list[Out]:
+        """Live: what the venue client itself reports (not the venue's stream).
 
-        The feed is ``down`` until data flows again: the next venue snapshot rebuilds
-        the book and brings ``ok``. Stalls are not timed meanwhile (there is no feed).
+        ``down``: the venue cannot be reached (``reason`` names the URL and error); the
+        feed is ``down`` until data flows again (the next venue snapshot rebuilds the
+        book and brings ``ok``); stalls are not timed meanwhile. ``resync``: the
+        connection was re-established after a drop; whatever was sent meanwhile is
+        lost, so the book is re-synced from a fresh venue snapshot.
         """
         out: list[Out] = []
-        if not self.ended and (self.state != "down" or status.reason != self._down_reason):
-            self._down_reason = status.reason
-            event_ns = status.recv_ns - int(self.skew_ns or 0)
-            self._emit([Status("down", status.reason, event_ns, status.recv_ns)], out)
+        if self.ended:
+            return out
+        event_ns = status.recv_ns - int(self.skew_ns or 0)
+        if status.state == "down":
+            if self.state != "down" or status.reason != self._down_reason:
+                self._down_reason = status.reason
+                self._emit([Status("down", status.reason, event_ns, status.recv_ns)], out)
+        elif status.state == "resync":
+            refetch = self.sequencer.refetch("resync", status.reason, event_ns, status.recv_ns)
+            self._emit(refetch, out)
         return out
 
     def takeover(self, reason: str, wall_ns: int, written: WrittenTail | None) -> list[Out]:

@@ -13,7 +13,8 @@ A diff that changes no level has no Nautilus object: it is queued without one an
 Actor applies it (it advances the sequence) before the next object of that instrument.
 
 Live clients also register here how to ask the venue for a fresh book per instrument,
-and announce what the venue's stream cannot say itself (the venue is unreachable).
+and announce what the venue's stream cannot say itself (the venue is unreachable, the
+connection was re-established).
 """
 
 from __future__ import annotations

@@ -74,11 +74,24 @@ def test_unreachable_venue_is_down_once_per_reason_and_stalls_wait_for_it() -> N
     core = FeedCore(FEED, CoreConfig(wall_clock=True, stall_limit_ns=1 * S))
     core.start(0)
     down = Status("down", "venue unreachable: ws://x: refused", 5 * S, 5 * S)
-    first = core.unreachable(down)
+    first = core.venue_status(down)
     assert [o.state for o in first if isinstance(o, Status)] == ["down"]
-    assert core.unreachable(down) == []  # said once
+    assert core.venue_status(down) == []  # said once
     assert core.check_stall(10 * S, 10 * S) == []  # no feed, no stall
     other = Status("down", "venue unreachable: ws://x: reset", 6 * S, 6 * S)
-    assert [o.state for o in core.unreachable(other) if isinstance(o, Status)] == ["down"]
+    assert [o.state for o in core.venue_status(other) if isinstance(o, Status)] == ["down"]
     core.on_record(_snap(10, 7 * S), now_ns=11 * S)
     assert core.state == "ok"
+
+
+def test_a_reconnect_drops_the_book_until_a_fresh_snapshot() -> None:
+    core = FeedCore(FEED, CoreConfig(wall_clock=True))
+    _fed(core)
+    why = "venue reconnected (binance-usdm); re-sync from a fresh snapshot"
+    outs = core.venue_status(Status("resync", why, 50 * S, 50 * S))
+    assert [(o.state, o.reason) for o in outs if isinstance(o, Status)] == [("resync", why)]
+    assert any(isinstance(o, ResyncRequest) for o in outs) and core.state == "degraded"
+    # A diff sent before the drop but delivered after it is buffered, not applied.
+    assert [o for o in core.on_record(_diff(12, 51 * S), 1) if isinstance(o, BookUpdate)] == []
+    after = core.on_record(_snap(12, 52 * S), 2)
+    assert [o.state for o in after if isinstance(o, Status)] == ["ok"]

@@ -165,9 +165,15 @@ class LiveFeeds:
         self.create_task(run())  # type: ignore[attr-defined]
         return True
 
-    async def count_reconnect(self) -> None:
+    async def reconnected(self) -> None:
+        """Nautilus re-established a dropped connection (and re-subscribed): count it and
+        re-sync every book (what the venue sent meanwhile is lost)."""
         metrics.RECONNECTS.labels(self.market).inc()
-        self.slog.warning("venue reconnected")
+        self.slog.warning("venue reconnected; re-syncing every book")
+        now = time.time_ns()
+        reason = f"venue reconnected ({self.market}); re-sync from a fresh snapshot"
+        for feed in self.feeds:
+            self._side.announce(feed.instrument_id, Status("resync", reason, now, now))
 
     # -- connecting --------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ What ingest adds to Nautilus's ``BinanceFuturesDataClient`` / ``BinanceSpotDataC
 * **connecting** retries until the venue answers (``LiveFeeds.connect_until_up``): the
   Nautilus client would otherwise give up after a failed first connect;
 * a reconnect (Nautilus's Rust client reconnects and re-subscribes by itself) is counted
-  and re-syncs every book with a fresh snapshot.
+  and re-syncs every book: ``status: resync``, then a fresh snapshot.
 """
 
 from __future__ import annotations
@@ -155,10 +155,8 @@ class _BinanceLive(LiveFeeds):
         ws._connect_client = resilient_connect
 
     async def _reconnect(self) -> None:
-        """Nautilus calls this after a WebSocket reconnect: count it, re-sync every book."""
-        await self.count_reconnect()
-        for instrument_id in list(self._book_depths):
-            self.request_snapshot(instrument_id)
+        """Nautilus calls this after a WebSocket reconnect."""
+        await self.reconnected()
 
     # -- REST snapshots ------------------------------------------------------------------
 

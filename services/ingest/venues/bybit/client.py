@@ -59,8 +59,8 @@ class LiveBybitClient(LiveFeeds, BybitDataClient):
 
             ws._send = paced_send
             # Nautilus's Bybit client re-subscribes every topic itself after a reconnect
-            # (Bybit then sends fresh snapshots); ingest counts it.
-            ws._handler_reconnect = self.count_reconnect
+            # (Bybit then sends fresh snapshots); ingest counts it and marks the books.
+            ws._handler_reconnect = self.reconnected
 
     async def _connect(self) -> None:
         self._send_all_instruments_to_data_engine()
