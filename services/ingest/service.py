@@ -241,6 +241,11 @@ async def run_node(
         await _wait_until_done(settings, shutdown, ended, node_task, writer, log)
     finally:
         log.info("stopping", pending_entries=writer.pending)
+        # No takeover while stopping; the claims held stay until the last entry is out
+        # (should the flush outlast them, the append script refuses what is left).
+        claims_stop.set()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(claims_task, 2.0)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(node.stop_async(), 3.0)
         node_task.cancel()
@@ -253,9 +258,6 @@ async def run_node(
         with contextlib.suppress(BaseException):
             await writer_task
         # Only now give the claims back: a standby takes over after the last entry.
-        claims_stop.set()
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(claims_task, 2.0)
         await keeper.release()
         sampler_stop.set()
         with contextlib.suppress(BaseException):

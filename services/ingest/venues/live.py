@@ -141,15 +141,22 @@ class LiveFeeds:
     # -- re-syncs ----------------------------------------------------------------------
 
     def schedule_resync(
-        self, instrument_id: InstrumentId, action: Callable[[], Awaitable[None]]
+        self,
+        instrument_id: InstrumentId,
+        action: Callable[[], Awaitable[None]],
+        first_sync: bool = False,
     ) -> bool:
-        """Run one re-sync of ``instrument_id`` after its back-off; False if one is pending."""
+        """Run one re-sync of ``instrument_id`` after its back-off; False if one is pending.
+
+        ``first_sync``: the book's first snapshot after subscribing, at once and not
+        counted as a re-sync (the first real re-sync after it starts at once too).
+        """
         iid = instrument_id.value
         backoff = self._backoffs.get(iid)
         if backoff is None or backoff.in_flight:
             return False
         backoff.in_flight = True
-        delay = backoff.next_delay()
+        delay = 0.0 if first_sync else backoff.next_delay()
         symbol = self._symbols[iid]
 
         async def run() -> None:
@@ -157,7 +164,8 @@ class LiveFeeds:
                 if delay > 0:
                     self.slog.warning("re-sync backed off", symbol=symbol, delay_s=round(delay, 1))
                     await asyncio.sleep(delay)
-                metrics.RESUBSCRIBES.labels(self.market, symbol).inc()
+                if not first_sync:
+                    metrics.RESUBSCRIBES.labels(self.market, symbol).inc()
                 await action()
             finally:
                 backoff.in_flight = False

@@ -163,7 +163,8 @@ class _BinanceLive(LiveFeeds):
     async def _order_book_snapshot_then_deltas(self, instrument_id: InstrumentId) -> None:
         # Called by Nautilus when the book is subscribed: fetch in the background (diffs
         # are not held back; the sequencer buffers them until the snapshot arrives).
-        self.request_snapshot(instrument_id)
+        fetch = functools.partial(self._fetch_snapshot, instrument_id)
+        self.schedule_resync(instrument_id, fetch, first_sync=True)
 
     def request_snapshot(self, instrument_id: InstrumentId) -> None:
         self.schedule_resync(instrument_id, functools.partial(self._fetch_snapshot, instrument_id))
