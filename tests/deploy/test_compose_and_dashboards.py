@@ -49,6 +49,11 @@ def test_compose_has_one_container_per_service_and_calc_scales() -> None:
     # Scalable with --scale: no fixed container name, no host ports.
     assert "container_name" not in calc and not calc.get("ports")
     assert calc["deploy"]["replicas"] >= 2
+    # Live ingest with a hot standby: two replicas configured for the same symbols.
+    ingest = services["ingest"]
+    assert ingest["deploy"]["replicas"] == 2 and "container_name" not in ingest
+    assert ingest["environment"]["C8_INGEST_MODE"] == "live"
+    assert ingest["environment"]["C8_INGEST_LIVE_SYMBOLS"].startswith("binance-usdm:")
 
 
 def _promtool() -> str:
