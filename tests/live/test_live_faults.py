@@ -182,7 +182,11 @@ def test_lost_frame_is_a_gap_and_resyncs_from_rest(live: Live) -> None:
     live.wait_state("BTCUSDPERP", resync, "ok")
     (state, reason, _), *_ = live.states_after("BTCUSDPERP", lost)
     assert state == "resync" and reason.startswith("gap: pu=")
-    assert live.metric("context8_ingest_gaps_total", symbol="BTCUSDPERP") == gaps + 1
+    poll(
+        lambda: live.metric("context8_ingest_gaps_total", symbol="BTCUSDPERP") == gaps + 1,
+        5,
+        "the gap counted",
+    )
 
 
 @pytest.mark.parametrize(("sym", "status"), [("BTCUSDT", 429), ("BTCUSDPERP", 418)])
@@ -201,6 +205,29 @@ def test_rate_limit_answers_are_honoured(live: Live, sym: str, status: int) -> N
     assert (ok - resync) / 1e9 >= retry_after
     assert stats["violations"] == {}, stats["violations"]
     assert stats["weight_per_minute_max"] <= stats["limits"]["weight_per_minute"] / 2
+
+
+def test_a_slow_snapshot_loses_no_diff(live: Live) -> None:
+    """Diffs keep coming while the REST snapshot takes its time: they are buffered, the
+    ones it covers dropped, the rest applied on top (the final book check proves it)."""
+    market, raw = ON_EMULATOR["BTCUSDTSPOT"]
+    delay = 1.5
+    live.emu.fault("slow_snapshot", market, raw, delay=delay)
+    start = time.time_ns()
+    live.emu.fault("drop", market, raw, count=1)
+    resync = live.wait_state("BTCUSDTSPOT", start, "resync")
+    ok = live.wait_state("BTCUSDTSPOT", resync, "ok")
+    live.emu.clear(market, raw)
+    assert (ok - resync) / 1e9 >= delay
+    stream = [e for _, e in entries(live.client, "BTCUSDTSPOT") if e.recv_ns >= start]
+    first = next(i for i, e in enumerate(stream) if getattr(e.payload, "state", "") == "resync")
+    then = _next_ok(stream, first)
+    assert then is not None
+    # Nothing on the dropped book meanwhile (trades only), the snapshot, ok, then the
+    # diffs that came during the wait and continue it.
+    between = [e.kind for e in stream[first + 1 : then]]
+    assert "delta" not in between and between[-1] == "snap", between
+    assert [e.kind for e in stream[then + 1 : then + 3]] == ["delta", "delta"]
 
 
 def test_books_end_as_the_venues(live: Live) -> None:
