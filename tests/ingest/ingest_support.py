@@ -18,7 +18,7 @@ from services.ingest.records import BookUpdate, Quote, Record, Status, Trade
 from services.ingest.scaling import scaled
 from services.ingest.sequencer import BookSequencer, Output, Rule
 from shared import keys
-from shared.wire import DeltaPayload, Entry, SnapPayload, StatusPayload, decode
+from shared.wire import Entry, decode
 from tests.support.polling import poll
 
 DATA = Path(__file__).resolve().parents[2] / "data"
@@ -187,49 +187,3 @@ def replay_once(
 def stream_entries(client: Any, symbol: str) -> list[tuple[bytes, Entry]]:
     """Every entry of the symbol's stream, decoded."""
     return [(eid, decode(fields)) for eid, fields in client.xrange(keys.stream(symbol))]
-
-
-def check_stream_consistency(entries: list[tuple[bytes, Entry]]) -> dict[str, int]:
-    """Consume a stream as a plain consumer would and check the contract on the way.
-
-    The first book entry is a snap; deltas chain (``pu`` == previous ``u``; the first
-    after a snap straddles it: ``pu <= snap.u <= u``); a checkpoint snap equals the
-    book the consumer rebuilt itself (unless a resync dropped it: a takeover's book).
-    Returns counts per kind (snap kinds by ``src``).
-    """
-    counts: dict[str, int] = {}
-    bids: dict[int, int] = {}
-    asks: dict[int, int] = {}
-    last_u: int | None = None
-    after_snap = False
-    have_book = False
-    for _eid, entry in entries:
-        p = entry.payload
-        key = f"snap:{p.src}" if isinstance(p, SnapPayload) else entry.kind
-        counts[key] = counts.get(key, 0) + 1
-        if isinstance(p, SnapPayload):
-            if p.src == "checkpoint" and have_book:  # (after a resync: a takeover's book)
-                assert p.u == last_u
-                assert dict(p.b) == bids and dict(p.a) == asks
-            assert [x for x, _ in p.b] == sorted((x for x, _ in p.b), reverse=True)
-            assert [x for x, _ in p.a] == sorted(x for x, _ in p.a)
-            bids, asks = dict(p.b), dict(p.a)
-            last_u, after_snap, have_book = p.u, True, True
-        elif isinstance(p, DeltaPayload):
-            assert have_book, "delta before any snap"
-            assert last_u is not None
-            if after_snap:
-                assert p.pu <= last_u <= p.u
-            else:
-                assert p.pu == last_u
-            for side, levels in ((bids, p.b), (asks, p.a)):
-                for price, size in levels:
-                    if size:
-                        side[price] = size
-                    else:
-                        side.pop(price, None)
-            assert max(bids) < min(asks)
-            last_u, after_snap = p.u, False
-        elif isinstance(p, StatusPayload) and p.state in ("resync", "unbuildable"):
-            have_book, bids, asks = False, {}, {}
-    return counts

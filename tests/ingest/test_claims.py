@@ -14,13 +14,14 @@ import time
 from pathlib import Path
 
 import redis
-from ingest_support import DATA, check_stream_consistency, start_ingest, stream_entries, wait_for
+from ingest_support import DATA, start_ingest, stream_entries, wait_for
 from redis.asyncio import Redis
 
 from services.ingest.claims import ClaimKeeper
 from shared import keys
 from shared.wire import StatusPayload
 from tests.support.polling import apoll
+from tests.support.streams import check_stream_consistency
 
 ETH = DATA / "binance-usdm/ETHUSDT/ethusdt_20240718.gz"
 
@@ -129,7 +130,7 @@ def test_standby_takes_over_a_paused_then_a_killed_owner_and_never_writes_beside
     ]
     # One writer at a time: the consumer's contract holds across both takeovers (every
     # takeover is resync + the new writer's book, then its chained deltas).
-    counts = check_stream_consistency(entries)
+    counts = check_stream_consistency(entries).counts
     assert counts["snap:checkpoint"] >= 2
     assert client.get(keys.feed_claim("ETHUSDT")) is None  # released on the clean stop
     client.close()

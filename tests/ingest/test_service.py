@@ -12,7 +12,6 @@ from pathlib import Path
 import redis
 from ingest_support import (
     DATA,
-    check_stream_consistency,
     replay_once,
     start_ingest,
     stream_entries,
@@ -22,6 +21,7 @@ from ingest_support import (
 from context8.redis_server import free_port
 from shared import keys
 from shared.wire import SnapPayload, StatusPayload, TradePayload
+from tests.support.streams import check_stream_consistency
 
 BTC = [
     DATA / "binance-usdm/BTCUSDT/btcusdt_20240718.gz",
@@ -47,7 +47,7 @@ def test_demo_replay_at_max_speed_writes_a_consistent_stream(
         entries = stream_entries(client, symbol)
         book = [e for _, e in entries if e.kind in ("snap", "delta")]
         assert isinstance(book[0].payload, SnapPayload) and book[0].payload.src == "venue"
-        counts = check_stream_consistency(entries)
+        counts = check_stream_consistency(entries).counts
         # Every depth event is either published or was covered by the snapshot (<= 23).
         assert depth_events - 23 <= counts["delta"] < depth_events
         assert counts["trade"] == trades
@@ -165,7 +165,7 @@ def test_malformed_lines_are_counted_and_sigterm_exits_zero(redis_url: str, tmp_
         assert "100.0%" in log_text and "2024-07-18" in log_text
         wait_for(lambda: client.xlen(keys.stream("ETHUSDT")) > 0, timeout=10)
         for symbol in ("BTCUSDT", "ETHUSDT"):
-            counts = check_stream_consistency(stream_entries(client, symbol))
+            counts = check_stream_consistency(stream_entries(client, symbol)).counts
             assert counts["snap:venue"] == 1 and counts["delta"] > 300
             assert counts["status"] == 1
             # The Actor's per-message counts reached Prometheus (flushed at the end).
@@ -194,7 +194,7 @@ def test_sigterm_mid_replay_flushes_and_exits_zero(redis_url: str, tmp_path: Pat
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
         entries = stream_entries(client, "ETHUSDT")
-        counts = check_stream_consistency(entries)
+        counts = check_stream_consistency(entries).counts
         assert counts["snap:venue"] == 1 and "status" not in counts
         log = (tmp_path / "ingest.log").read_text()
         assert '"stopped"' in log

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from ingest_support import DATA, check_stream_consistency, replay_once, stream_entries
+from ingest_support import DATA, replay_once, stream_entries
 
 from services.ingest.offline import IngestOptions, offline_entries, offline_feeds
 from services.ingest.records import BookUpdate, Status
@@ -28,6 +28,7 @@ from services.ingest.stall import (
 )
 from shared.errors import ConfigError
 from shared.wire import DeltaPayload, Entry, StatusPayload
+from tests.support.streams import check_stream_consistency
 
 BTC = DATA / "binance-usdm/BTCUSDT/btcusdt_20240718.gz"
 LINES = 4000  # ~65 s of exchange time, the venue snapshot on line 14

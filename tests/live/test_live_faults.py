@@ -21,7 +21,6 @@ from context8.emulator.process import EmulatorProcess
 from context8.redis_server import RedisServer, free_port
 from tests.support.live_ingest import (
     ON_EMULATOR,
-    consumer_book,
     entries,
     files_of,
     scaled_levels,
@@ -29,6 +28,7 @@ from tests.support.live_ingest import (
     statuses,
 )
 from tests.support.polling import poll
+from tests.support.streams import check_stream_consistency
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -241,10 +241,11 @@ def test_books_end_as_the_venues(live: Live) -> None:
         truth = live.emu.book(market, raw, depth=200)
 
         def caught_up(s: str = sym, u: int = truth["last_update_id"]) -> bool:
-            return consumer_book(entries(live.client, s))[0] == u
+            return check_stream_consistency(entries(live.client, s)).u == u
 
         poll(caught_up, 30, f"{sym} at the venue's last update id")
-        _, bids, asks = consumer_book(entries(live.client, sym))
+        book = check_stream_consistency(entries(live.client, sym))
+        bids, asks = book.bids, book.asks
         top_bids = dict(sorted(bids.items(), reverse=True)[:200])
         top_asks = dict(sorted(asks.items())[:200])
         assert top_bids == scaled_levels(truth["bids"], pp, sp), sym

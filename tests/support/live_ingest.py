@@ -98,30 +98,6 @@ def log_events(path: Path, event: str) -> list[dict[str, Any]]:
     return out
 
 
-def consumer_book(
-    stream: list[tuple[bytes, wire.Entry]],
-) -> tuple[int | None, dict[int, int], dict[int, int]]:
-    """(u, bids, asks) a plain consumer holds at the end of a stream."""
-    u: int | None = None
-    bids: dict[int, int] = {}
-    asks: dict[int, int] = {}
-    for _, entry in stream:
-        p = entry.payload
-        if isinstance(p, wire.SnapPayload):
-            u, bids, asks = p.u, dict(p.b), dict(p.a)
-        elif isinstance(p, wire.DeltaPayload):
-            for side, levels in ((bids, p.b), (asks, p.a)):
-                for price, size in levels:
-                    if size:
-                        side[price] = size
-                    else:
-                        side.pop(price, None)
-            u = p.u
-        elif isinstance(p, wire.StatusPayload) and p.state in ("resync", "unbuildable"):
-            u, bids, asks = None, {}, {}
-    return u, bids, asks
-
-
 def scaled_levels(levels: list[list[str]], pp: int, sp: int) -> dict[int, int]:
     """The emulator's true-book levels (venue strings) as the wire's scaled ints."""
     from decimal import Decimal
