@@ -988,12 +988,9 @@ class Emulator:
                     conn.closed = True
                     await ws.close(code=1008, message=b"Too many requests")
                     break
-                if msg.type is WSMsgType.PING:
-                    market.client_pings += 1
-                    await ws.pong(msg.data)
-                elif msg.type is WSMsgType.PONG:
-                    self._note_pong(conn)
-                elif msg.type is WSMsgType.TEXT:
+                if await self._ping_pong(conn, ws, msg):
+                    continue
+                if msg.type is WSMsgType.TEXT:
                     self._binance_text(conn, msg.data)
                 else:
                     conn.send(orjson.dumps(binance_error(3, "Invalid JSON: binary frame")).decode())
@@ -1001,6 +998,17 @@ class Emulator:
         finally:
             self._close(conn)
         return ws
+
+    async def _ping_pong(self, conn: Connection, ws: web.WebSocketResponse, msg: Any) -> bool:
+        """Answer a client's ping frame, note a pong; True if ``msg`` was one of them."""
+        if msg.type is WSMsgType.PING:
+            conn.market.client_pings += 1
+            await ws.pong(msg.data)
+            return True
+        if msg.type is WSMsgType.PONG:
+            self._note_pong(conn)
+            return True
+        return False
 
     def _binance_text(self, conn: Connection, text: str) -> None:
         market = conn.market
@@ -1038,12 +1046,9 @@ class Emulator:
                                 WSMsgType.ERROR):
                     break
                 market.accounting.message(conn.rate, asyncio.get_running_loop().time())
-                if msg.type is WSMsgType.PING:
-                    market.client_pings += 1
-                    await ws.pong(msg.data)
-                elif msg.type is WSMsgType.PONG:
-                    self._note_pong(conn)
-                elif msg.type is WSMsgType.TEXT:
+                if await self._ping_pong(conn, ws, msg):
+                    continue
+                if msg.type is WSMsgType.TEXT:
                     self._bybit_text(conn, msg.data)
         finally:
             self._close(conn)
