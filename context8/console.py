@@ -47,6 +47,13 @@ def fetch_reports(base: str, symbols: tuple[str, ...]) -> dict[str, dict[str, An
     return out
 
 
+def _price(value: Any) -> str:
+    """A price with the decimals its size needs (BTC 2, XRP 4, below 1: 6)."""
+    if value is None:
+        return "—"
+    return _fmt(value, 2 if abs(value) >= 100 else 4 if abs(value) >= 1 else 6)
+
+
 def _fmt(value: Any, digits: int) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
@@ -85,9 +92,9 @@ def render(
         status = r["ingestion"]["status"]
         table.add_row(
             symbol,
-            _fmt(r.get("mid_price"), 2),
-            f"{_fmt(bid.get('price'), 2)} × {_fmt(bid.get('qty'), 3)}",
-            f"{_fmt(ask.get('price'), 2)} × {_fmt(ask.get('qty'), 3)}",
+            _price(r.get("mid_price")),
+            f"{_price(bid.get('price'))} × {_fmt(bid.get('qty'), 3)}",
+            f"{_price(ask.get('price'))} × {_fmt(ask.get('qty'), 3)}",
             _fmt(r.get("spread_bps"), 4),
             _fmt(r["depth"].get("imbalance"), 3),
             f"{r['data_age_ms']:,} ms",
