@@ -3,7 +3,8 @@
 The keeper on a real Redis, then real ingest processes: a standby configured for the
 same symbols writes nothing while the owner lives, takes over when the owner is paused
 past its claim's TTL (the paused owner's late appends are refused), when it is killed,
-and at once when it stops cleanly.
+when it is cut off from Redis (its delayed appends land late and are refused), and at
+once when it stops cleanly.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import redis
 from ingest_support import DATA, start_ingest, stream_entries, wait_for
 from redis.asyncio import Redis
 
+from context8.redis_server import RedisServer
 from services.ingest.claims import ClaimKeeper
 from shared import keys
 from shared.wire import StatusPayload
+from tests.chaos.tcp_proxy import TcpProxy
 from tests.support.polling import apoll
 from tests.support.streams import check_stream_consistency
 
@@ -133,4 +136,38 @@ def test_standby_takes_over_a_paused_then_a_killed_owner_and_never_writes_beside
     counts = check_stream_consistency(entries).counts
     assert counts["snap:checkpoint"] >= 2
     assert client.get(keys.feed_claim("ETHUSDT")) is None  # released on the clean stop
+    client.close()
+
+
+def test_a_partitioned_owners_late_writes_are_refused(
+    redis_server: RedisServer, redis_url: str, tmp_path: Path
+) -> None:
+    """The owner reaches Redis through a proxy that holds its bytes (a one-way partition):
+    its claim lapses, the standby takes over, and on heal the owner's held appends (sent
+    while its claim was still valid) reach Redis late, where the append script refuses
+    them; the owner stands by."""
+    client = redis.Redis.from_url(redis_url)
+    proxy = TcpProxy("127.0.0.1", redis_server.port).start()
+    env = {"ingest_replay_files": str(ETH), "ingest_speed": "1", "ingest_claim_ttl_s": "1"}
+    first = start_ingest(proxy.url, tmp_path / "a.log", node_id="ingest-a", **env)
+    second = None
+    try:
+        wait_for(lambda: client.xlen(keys.stream("ETHUSDT")) > 200, timeout=60)
+        second = start_ingest(redis_url, tmp_path / "b.log", node_id="ingest-b", **env)
+        wait_for(lambda: "standby for symbols" in (tmp_path / "b.log").read_text(), 60)
+        proxy.cut("hold_up")
+        wait_for(lambda: client.get(keys.feed_claim("ETHUSDT")) == b"ingest-b", 10)
+        proxy.heal()
+        wait_for(lambda: "feed claim lost; standing by" in (tmp_path / "a.log").read_text(), 15)
+        wait_for(lambda: len(_takeovers(stream_entries(client, "ETHUSDT"))) == 1, 10)
+        written = client.xlen(keys.stream("ETHUSDT"))
+        wait_for(lambda: client.xlen(keys.stream("ETHUSDT")) > written + 100, 30)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(20)
+        proxy.close()
+    # Had a late append landed beside the new owner's entries, the chain would break.
+    check_stream_consistency(stream_entries(client, "ETHUSDT"))
     client.close()
