@@ -61,14 +61,19 @@ class FeedShell:
         self.run(self.core.on_record(record, now_ns))
 
     def run(self, outs: list[Out]) -> None:
-        """Carry out what the core returned, in order."""
+        """Carry out what the core returned, in order.
+
+        Stream entries are encoded only while this process writes the symbol; a hot
+        standby runs its core (books, state) and skips them.
+        """
+        writing = self.symbol in self._writer.owned
         append = self._writer.append
         for out in outs:
             effect = _EFFECTS.get(type(out))
-            if effect is None:  # a stream entry
-                append(self.symbol, *wire_fields(out, self._pp, self._sp))  # type: ignore[arg-type]
-            else:
+            if effect is not None:
                 effect(self, out)
+            elif writing:  # a stream entry
+                append(self.symbol, *wire_fields(out, self._pp, self._sp))  # type: ignore[arg-type]
 
     def _resync(self, out: ResyncRequest) -> None:
         if self._side.request_resync(self.instrument_id):
@@ -176,7 +181,9 @@ class IngestActor(Actor):
         except Exception as exc:  # one bad message must not stop the feed
             metrics.REJECTIONS.labels(shell.symbol, "internal").inc()
             self._slog.error("message handling failed", symbol=shell.symbol, error=repr(exc))
-            shell.run(shell.core.invalidate(f"internal error: {exc!r}", 0, 0))
+            core = shell.core
+            reason = f"internal error: {exc!r}"
+            shell.run(core.invalidate(reason, core.last_event_ns, core.last_recv_ns))
 
     # -- outside the data engine -------------------------------------------------------
 
