@@ -90,7 +90,7 @@ def test_standby_takes_over_a_killed_then_a_paused_owner(tmp_path: Path) -> None
                 "resync",
                 "ingest takeover by ingest-b from ingest-a",
             )
-            assert took < TTL_S + 1.0, took
+            assert took < 2 * TTL_S + 0.5, took
             for sym in SYMBOLS:
                 poll(lambda s=sym: _holder(client, s) == "ingest-b", 10, f"b owns {sym}")
                 # Re-synced from a fresh venue snapshot (REST), then ok.
