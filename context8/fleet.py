@@ -80,6 +80,8 @@ class FleetConfig:
     ingest_standbys: int = 0
     #: Extra environment for every service (e.g. cycle lengths in tests).
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Run on this Redis (e.g. a ``redis+cluster://`` URL) instead of an embedded server.
+    redis_url: str = ""
     log_level: str = "INFO"
 
 
@@ -100,8 +102,13 @@ class Fleet:
 
     # --- lifecycle -------------------------------------------------------------
 
+    @property
+    def redis_url(self) -> str:
+        return self.config.redis_url or self.redis.url
+
     def start(self) -> Fleet:
-        self.redis.start()
+        if not self.config.redis_url:
+            self.redis.start()
         self.start_service("coordinator")
         self.start_service("publisher")
         self.start_service("mcp", {"C8_MCP_PORT": str(self.mcp_port)})
@@ -131,7 +138,7 @@ class Fleet:
         env = {k: v for k, v in os.environ.items() if not k.startswith("C8_")}
         env.update(
             {
-                "C8_REDIS_URL": self.redis.url,
+                "C8_REDIS_URL": self.redis_url,
                 "C8_LOG_LEVEL": self.config.log_level,
                 "C8_LOG_FORMAT": "json",
                 "PYTHONUNBUFFERED": "1",
@@ -203,7 +210,8 @@ class Fleet:
                 codes[svc.name] = code
             else:
                 codes[svc.name] = svc.returncode()
-        self.redis.stop(remove_dir=False)
+        if not self.config.redis_url:
+            self.redis.stop(remove_dir=False)
         return codes
 
     def cleanup(self) -> None:

@@ -7,14 +7,13 @@ import os
 import socket
 import time
 
-from redis.asyncio import Redis
-
 from shared import keys
+from shared.redis_client import RedisClient
 from shared.scripts import Scripts
 
 
 class Membership:
-    def __init__(self, client: Redis, scripts: Scripts, node_id: str) -> None:
+    def __init__(self, client: RedisClient, scripts: Scripts, node_id: str) -> None:
         self._client = client
         self._scripts = scripts
         self.node_id = node_id

@@ -1,28 +1,82 @@
-"""The Redis client every service uses: explicit timeouts and a bounded retry budget."""
+"""The Redis client every service uses: explicit timeouts and a bounded retry budget.
+
+One Redis server (``redis://host:port/0``, the default) or a Redis Cluster
+(``redis+cluster://host:port[,host:port...]``, any reachable nodes; ``rediss+cluster``
+with TLS): redis-py's ``RedisCluster`` then routes each command to the node owning its
+key's hash slot, follows MOVED/ASK redirections and refreshes the slot map after a
+failover. Every key context8 uses carries a hash tag (``{SYMBOL}``, ``{fleet}``, a
+candidate partition's tag), and every Lua script touches keys of one slot only.
+"""
 
 from __future__ import annotations
 
+from urllib.parse import unquote, urlsplit
+
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared.errors import ConfigError
 from shared.settings import ServiceSettings
 
+#: What ``make_redis`` returns: one server's client or a cluster's.
+RedisClient = Redis | RedisCluster
 
-def make_redis(settings: ServiceSettings, *, blocking_ms: int = 0) -> Redis:
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
+def is_cluster_url(url: str) -> bool:
+    return urlsplit(url).scheme in CLUSTER_SCHEMES
+
+
+def cluster_nodes(url: str) -> list[tuple[str, int]]:
+    """The startup nodes of a ``redis+cluster://h1:p1,h2:p2`` URL (``ConfigError`` if none)."""
+    netloc = urlsplit(url).netloc.rpartition("@")[2]
+    nodes: list[tuple[str, int]] = []
+    for part in filter(None, netloc.split(",")):
+        host, _, port = part.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"bad Redis Cluster node {part!r} in C8_REDIS_URL: want host:port")
+        nodes.append((host.strip("[]"), int(port)))
+    if not nodes:
+        raise ConfigError("C8_REDIS_URL names a Redis Cluster but no node: want host:port,...")
+    return nodes
+
+
+def make_redis(settings: ServiceSettings, *, blocking_ms: int = 0) -> RedisClient:
     """A client whose every call fails within about (retries + 1) x socket timeout.
 
     ``blocking_ms`` widens the read timeout for a client used with blocking reads
     (XREAD BLOCK, pub/sub), so a quiet stream is not mistaken for a dead server.
     """
-    return Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_socket_timeout_s + blocking_ms / 1000,
-        socket_connect_timeout=settings.redis_connect_timeout_s,
-        retry=Retry(ExponentialBackoff(cap=0.25, base=0.02), settings.redis_retries),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        health_check_interval=0,
-        decode_responses=False,
+    common = {
+        "socket_timeout": settings.redis_socket_timeout_s + blocking_ms / 1000,
+        "socket_connect_timeout": settings.redis_connect_timeout_s,
+        "retry": Retry(ExponentialBackoff(cap=0.25, base=0.02), settings.redis_retries),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        "health_check_interval": 0,
+        "decode_responses": False,
+    }
+    url = settings.redis_url
+    if not is_cluster_url(url):
+        return Redis.from_url(url, **common)  # type: ignore[arg-type]
+    parts = urlsplit(url)
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in cluster_nodes(url)],
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        ssl=parts.scheme.startswith("rediss"),
+        # Keep serving the slots that are up while a failed primary's replica takes over.
+        require_full_coverage=False,
+        **common,  # type: ignore[arg-type]
     )
+
+
+async def discovered(client: RedisClient) -> RedisClient:
+    """The client, with a cluster's slot map loaded (pub/sub needs it before any command)."""
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+    return client

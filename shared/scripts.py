@@ -12,6 +12,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
 
 
 @cache
@@ -31,12 +32,39 @@ class Scripts:
     """The project's Lua scripts registered on one client, called by name."""
 
     def __init__(self, client: Redis | Any) -> None:
+        self._client = client
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(script_source(name)) for name in script_names()
         }
 
-    async def __call__(
-        self, name: str, keys: list[str], args: list[Any], client: Any = None
-    ) -> Any:
-        """Run the script; with ``client`` a pipeline, queue it there (loaded on NOSCRIPT)."""
-        return await self._scripts[name](keys=keys, args=args, client=client)
+    async def __call__(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Run the script (EVALSHA; on NOSCRIPT it is loaded and run again)."""
+        return await self._scripts[name](keys=keys, args=args)
+
+    async def pipelined(self, name: str, calls: list[tuple[list[Any], list[Any]]]) -> list[Any]:
+        """Run the script once per ``(keys, args)`` in one round trip (per server).
+
+        Replies in call order; a failed call's exception stands in its place. EVALSHA is
+        queued through ``execute_command`` because redis-py's cluster pipeline refuses
+        script objects; it routes EVALSHA by its first key, so this runs the same on one
+        Redis and on a Redis Cluster. A call that met NOSCRIPT (a restarted or promoted
+        server) is run again on its own, which loads the script there.
+        """
+        if not calls:
+            return []
+        script = self._scripts[name]
+        pipe = self._client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        except RedisError as exc:
+            return [exc] * len(calls)
+        for i, result in enumerate(results):
+            if isinstance(result, NoScriptError):
+                keys, args = calls[i]
+                try:
+                    results[i] = await script(keys=keys, args=args)
+                except RedisError as exc:
+                    results[i] = exc
+        return results

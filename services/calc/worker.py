@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.calc import metrics as m
@@ -26,7 +25,7 @@ from shared.candidate import Candidate, encode_candidate
 from shared.errors import InvalidSymbolError, WireFormatError
 from shared.lease import HeldLease, LeaseClient
 from shared.membership import Membership
-from shared.redis_client import make_redis
+from shared.redis_client import RedisClient, discovered, make_redis
 from shared.scripts import Scripts
 from shared.wire import decode
 
@@ -325,8 +324,10 @@ class CalcWorker:
         self.settings = settings
         self.log = log
         self.params = core_params(settings)
-        self.client: Redis = make_redis(settings)
-        self.blocking: Redis = make_redis(settings, blocking_ms=settings.calc_xread_block_ms + 1000)
+        self.client: RedisClient = make_redis(settings)
+        self.blocking: RedisClient = make_redis(
+            settings, blocking_ms=settings.calc_xread_block_ms + 1000
+        )
         self.scripts = Scripts(self.client)
         self.leases = LeaseClient(
             self.scripts,
@@ -399,7 +400,7 @@ class CalcWorker:
         while not stop.is_set():
             try:
                 if pubsub is None:
-                    pubsub = self.blocking.pubsub()
+                    pubsub = (await discovered(self.blocking)).pubsub()
                     await pubsub.subscribe(keys.ASSIGNMENT_CHANNEL)
                     last_read = 0.0  # read at once after (re)subscribing: pushes may be missed
                 if time.monotonic() - last_read >= poll_s:

@@ -13,7 +13,6 @@ import asyncio
 import time
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.coordinator.leadership import Leadership
@@ -23,6 +22,7 @@ from shared import keys
 from shared.errors import InvalidSymbolError
 from shared.hrw import AssignmentPlan, HrwPolicy, compute_assignment, symbols_per_node
 from shared.lifecycle import Shutdown
+from shared.redis_client import RedisClient, discovered
 from shared.scripts import Scripts
 
 
@@ -35,8 +35,8 @@ class Coordinator:
 
     def __init__(
         self,
-        client: Redis,
-        pubsub_client: Redis,
+        client: RedisClient,
+        pubsub_client: RedisClient,
         settings: Settings,
         metrics: CoordinatorMetrics,
         log: Any,
@@ -119,8 +119,10 @@ class Coordinator:
     async def _listen_membership(self, shutdown: Shutdown) -> None:
         """Wake the loop on every join/leave message; resubscribe after errors."""
         while not shutdown.requested:
-            pubsub = self._pubsub_client.pubsub(ignore_subscribe_messages=True)
+            pubsub = None
             try:
+                client = await discovered(self._pubsub_client)
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(keys.MEMBERSHIP_CHANNEL)
                 while not shutdown.requested:
                     message = await pubsub.get_message(timeout=1.0)
@@ -131,7 +133,8 @@ class Coordinator:
                 self._log.warning("membership_subscribe_failed", error=repr(exc))
                 await shutdown.wait(0.5)
             finally:
-                await pubsub.aclose()
+                if pubsub is not None:
+                    await pubsub.aclose()
 
     # --- one tick ---------------------------------------------------------------------
 

@@ -32,10 +32,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared import keys
+from shared.redis_client import RedisClient
 from shared.scripts import Scripts
 
 
@@ -50,7 +50,7 @@ class ClaimKeeper:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         node_id: str,
         symbols: list[str],
         ttl_s: float,
@@ -78,15 +78,12 @@ class ClaimKeeper:
         now = time.monotonic()
         held = [s for s in self.symbols if s in self.held]
         if held and now - self._renewed_at >= self._ttl_ms / 3000:
-            pipe = self._redis.pipeline(transaction=False)
-            for symbol in held:
-                await self._scripts(
-                    "lease_renew",
-                    keys=[keys.feed_claim(symbol)],
-                    args=[self.node_id, self._ttl_ms],
-                    client=pipe,
-                )
-            replies = await pipe.execute()
+            replies = await self._scripts.pipelined(
+                "lease_renew", [([keys.feed_claim(s)], [self.node_id, self._ttl_ms]) for s in held]
+            )
+            failed = [r for r in replies if isinstance(r, Exception)]
+            if failed:
+                raise failed[0]
             self._renewed_at = now
             gone = [s for s, renewed in zip(held, replies, strict=True) if not renewed]
             if gone:  # expired (or Redis restarted without it): still ours if free

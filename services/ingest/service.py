@@ -10,7 +10,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.ingest.claims import ClaimKeeper
@@ -30,7 +29,7 @@ from shared.errors import ConfigError
 from shared.lifecycle import Shutdown
 from shared.logging import configure_logging
 from shared.metrics import start_metrics
-from shared.redis_client import make_redis
+from shared.redis_client import RedisClient, make_redis
 
 SERVICE = "ingest"
 
@@ -51,7 +50,7 @@ def resolve_feeds(settings: Settings) -> list[Feed]:
     return feeds
 
 
-async def _wait_for_redis(redis: Redis, shutdown: Shutdown, log: Any) -> bool:
+async def _wait_for_redis(redis: RedisClient, shutdown: Shutdown, log: Any) -> bool:
     """Ping until Redis answers (True) or shutdown is requested (False)."""
     delay = 0.1
     while not shutdown.requested:
@@ -66,7 +65,7 @@ async def _wait_for_redis(redis: Redis, shutdown: Shutdown, log: Any) -> bool:
 
 
 async def sample_stream_lengths(
-    redis: Redis, feeds: list[Feed], interval_s: float, stop: asyncio.Event, log: Any
+    redis: RedisClient, feeds: list[Feed], interval_s: float, stop: asyncio.Event, log: Any
 ) -> None:
     """``XLEN`` of every symbol stream every ``interval_s`` (one pipelined round trip)."""
     from services.ingest import metrics
@@ -85,7 +84,7 @@ async def sample_stream_lengths(
             await asyncio.wait_for(stop.wait(), interval_s)
 
 
-async def register_symbols(redis: Redis, feeds: list[Feed], mode: str) -> None:
+async def register_symbols(redis: RedisClient, feeds: list[Feed], mode: str) -> None:
     mapping = {
         feed.symbol: json.dumps({**feed.registration(), "mode": mode}, separators=(",", ":"))
         for feed in feeds
@@ -123,7 +122,7 @@ async def main(shutdown: Shutdown) -> None:
 async def run_node(
     settings: Settings,
     feeds: list[Feed],
-    redis: Redis,
+    redis: RedisClient,
     shutdown: Shutdown,
     log: Any,
 ) -> None:
@@ -269,7 +268,7 @@ async def run_node(
 TAIL_S = 70
 
 
-async def written_tail(redis: Redis, symbol: str) -> WrittenTail:
+async def written_tail(redis: RedisClient, symbol: str) -> WrittenTail:
     """The trade ids (and the oldest event time) of the entries appended to the
     symbol's stream in the last ``TAIL_S`` seconds."""
     seconds, micros = await redis.time()

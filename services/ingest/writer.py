@@ -35,11 +35,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import (
+    AskError,
+    MovedError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 
 from services.ingest import metrics
 from shared import keys
+from shared.redis_client import RedisClient
 from shared.scripts import script_source
 
 APPEND_SCRIPT = script_source("stream_append")
@@ -78,7 +86,7 @@ class StreamWriter:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         maxlen: int,
         owner: str,
         batch_size: int = 500,
@@ -293,19 +301,55 @@ class StreamWriter:
     async def _call(self, parts: dict[str, list[_Pending]]) -> list[bytes | ResponseError | None]:
         """Send every part's call in one write on one connection; the replies, in order.
 
-        An error reply is returned in its part's place. Any other error disconnects the
-        connection (replies may be left unread), so the pool never hands out a
-        connection in an unknown state; the caller retries the whole batch (nothing of
-        it was acknowledged).
+        On a Redis Cluster: one write per node, to the node owning each symbol's slot,
+        all nodes at once. An error reply is returned in its part's place (a MOVED or
+        ASK reply, the slot map changed, also refreshes it: the part is retried). Any
+        other error disconnects the connection (replies may be left unread), so the
+        pool never hands out a connection in an unknown state; the caller retries the
+        whole batch (nothing of it was acknowledged).
         """
-        pool = self._redis.connection_pool
-        conn = await pool.get_connection()
+        client = self._redis
+        if not isinstance(client, RedisCluster):
+            pool = client.connection_pool
+            conn = await pool.get_connection()
+            try:
+                return await self._send(conn, parts, list(parts))
+            finally:
+                await pool.release(conn)
+        by_node: dict[Any, list[str]] = {}
         try:
-            await conn.send_packed_command(
-                [self._packed(symbol, items) for symbol, items in parts.items()]
-            )
+            for symbol in parts:
+                by_node.setdefault(client.get_node_from_key(keys.stream(symbol)), []).append(symbol)
+        except RedisClusterException as exc:  # a slot without a node: mid-failover
+            await client.nodes_manager.initialize()
+            raise RedisError(f"cluster slot map incomplete: {exc}") from exc
+        replies: dict[str, bytes | ResponseError | None] = {}
+
+        async def one_node(node: Any, symbols: list[str]) -> None:
+            conn = node.acquire_connection()
+            try:
+                got = await self._send(conn, parts, symbols)
+            finally:
+                node.release(conn)
+            replies.update(zip(symbols, got, strict=True))
+
+        try:
+            await asyncio.gather(*(one_node(n, ss) for n, ss in by_node.items()))
+        except (RedisError, OSError):
+            await client.nodes_manager.initialize()  # a node failed: learn who serves now
+            raise
+        if any(isinstance(r, (MovedError, AskError)) for r in replies.values()):
+            await client.nodes_manager.initialize()
+        return [replies[symbol] for symbol in parts]
+
+    async def _send(
+        self, conn: Any, parts: dict[str, list[_Pending]], symbols: list[str]
+    ) -> list[bytes | ResponseError | None]:
+        """``symbols``' calls in one write on ``conn``; their replies, in order."""
+        try:
+            await conn.send_packed_command([self._packed(s, parts[s]) for s in symbols])
             replies: list[bytes | ResponseError | None] = []
-            for _ in parts:
+            for _ in symbols:
                 try:
                     replies.append(await conn.read_response())
                 except ResponseError as exc:
@@ -313,6 +357,4 @@ class StreamWriter:
         except BaseException:
             await conn.disconnect()
             raise
-        finally:
-            await pool.release(conn)
         return replies

@@ -13,13 +13,13 @@ from typing import Any
 
 import orjson
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.mcp.errors import CorruptReportError, StoreUnavailableError
 from services.mcp.metrics import REDIS_ERRORS
 from shared import keys
 from shared.errors import InvalidSymbolError
+from shared.redis_client import RedisClient
 
 log = structlog.get_logger()
 
@@ -93,7 +93,7 @@ def _raw_report(symbol: str, row: Sequence[bytes | str | None]) -> RawReport | N
 class ReportStore:
     """Read-only access to reports and registered symbols."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
         #: Logged on change only: a Redis outage must not log once per request.
         self._available = True

@@ -11,15 +11,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from services.publisher.core import ACCEPTED, SCRIPT_REASONS, Ready, Rejected, prepare
 from services.publisher.metrics import PublisherMetrics
 from services.publisher.settings import Settings
 from shared import keys
 from shared.lifecycle import Shutdown
-from shared.scripts import script_source
+from shared.redis_client import RedisClient
+from shared.scripts import Scripts
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
 
@@ -32,14 +32,14 @@ class Publisher:
     """One publisher process: a consumer named after its node id."""
 
     def __init__(
-        self, client: Redis | Any, settings: Settings, metrics: PublisherMetrics, log: Any
+        self, client: RedisClient, settings: Settings, metrics: PublisherMetrics, log: Any
     ) -> None:
         self._client = client
         self._settings = settings
         self._metrics = metrics
         self._log = log
         self.consumer = settings.node_id
-        self._fenced = client.register_script(script_source("fenced_publish"))
+        self._scripts = Scripts(client)
         self._claim_cursor = b"0-0"
         self._next_claim = 0.0
 
@@ -204,27 +204,8 @@ class Publisher:
         )
 
     async def _write(self, ready: list[Ready]) -> list[Any]:
-        """One fenced_publish per candidate, pipelined in order; exceptions returned.
-
-        EVALSHA is queued through ``execute_command`` because redis-py's cluster pipeline
-        refuses Script objects; it routes EVALSHA by its first key, so the same code runs
-        on a single Redis and on Redis Cluster. Replies come back in command order.
-        """
-        pipe = self._client.pipeline(transaction=False)
-        for item in ready:
-            k, a = self._write_args(item)
-            pipe.execute_command("EVALSHA", self._fenced.sha, len(k), *k, *a)
-        try:
-            results: list[Any] = await pipe.execute(raise_on_error=False)
-        except RedisError as exc:
-            return [exc] * len(ready)
-        for i, result in enumerate(results):
-            if isinstance(result, NoScriptError):
-                # The server lost (or never had) the script: it fails for every entry on
-                # that server, so re-running these in order keeps per-symbol order.
-                k, a = self._write_args(ready[i])
-                try:
-                    results[i] = await self._fenced(keys=k, args=a)  # loads it
-                except RedisError as exc:
-                    results[i] = exc
-        return results
+        """One fenced_publish per candidate, in one round trip, in order; exceptions
+        returned in their place (``Scripts.pipelined``: a single Redis or a cluster)."""
+        return await self._scripts.pipelined(
+            "fenced_publish", [self._write_args(item) for item in ready]
+        )
