@@ -73,25 +73,28 @@ async def run(url: str, n: int, n_symbols: int, validate: bool) -> float:
     symbols = [f"S{i}USDT" for i in range(n_symbols)]
     leases = LeaseClient(Scripts(client), "calc-1", 600_000, 100)
     tokens = {s: (await leases.acquire(s)).token for s in symbols}  # type: ignore[union-attr]
+    settings = Settings(
+        redis_url=url, node_id="bench", publisher_validate=validate, publisher_block_ms=10
+    )
     pipe = client.pipeline(transaction=False)
     for i in range(n):
         s = symbols[i % n_symbols]
         body = orjson.dumps(report(s, tokens[s], 1_721_300_000_000 + i))
         pipe.xadd(
-            keys.CANDIDATES,
+            keys.candidates_of(s, settings.candidate_partitions),
             encode_candidate(Candidate(s, tokens[s], "calc-1", 1_721_300_000_000 + i, body)),
         )
     await pipe.execute()
-    settings = Settings(
-        redis_url=url, node_id="bench", publisher_validate=validate, publisher_block_ms=10
-    )
     registry = CollectorRegistry()
     pub = Publisher(client, settings, PublisherMetrics(registry), structlog.get_logger())
-    await pub.ensure_group()
+    await pub.keeper.step()  # alone: every partition
     t0 = time.perf_counter()
     done = 0
+    for partition in sorted(pub.keeper.held):
+        await pub.open(partition)
     while done < n:
-        done += await pub.step()
+        for partition in sorted(pub.keeper.held):
+            done += await pub.poll(partition, None)
     elapsed = time.perf_counter() - t0
     accepted = registry.get_sample_value("context8_publisher_accepted_total")
     assert accepted == n, (accepted, n)

@@ -30,6 +30,7 @@ from collections import defaultdict
 from context8.fleet import Fleet, FleetConfig
 from shared import keys
 from shared.candidate import decode_candidate
+from shared.settings import ServiceSettings
 from tests.chaos.chaos_kit import FleetView, id_ms
 
 SYMBOL = "BTCUSDT"
@@ -71,7 +72,8 @@ def candidate_breakdown(
     came before the first accepted one: catch-up cycles refused as not newer)."""
     first = -1
     before = 0
-    for eid, fields in view.client.xrange(keys.CANDIDATES, min=f"{t0_ms}-0", max=f"{accepted_ms}"):
+    stream = keys.candidates_of(symbol, ServiceSettings().candidate_partitions)
+    for eid, fields in view.client.xrange(stream, min=f"{t0_ms}-0", max=f"{accepted_ms}"):
         c = decode_candidate(fields)
         if c.symbol != symbol or c.node_id != node:
             continue

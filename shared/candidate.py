@@ -1,4 +1,4 @@
-"""Report candidates: what a calc worker sends the publisher (stream ``keys.CANDIDATES``).
+"""Report candidates: what a calc worker sends the publishers (``keys.candidates_of(symbol)``).
 
 Fields of one entry: ``s`` symbol, ``t`` fencing token, ``n`` node id, ``e`` the
 report's event time (ms since epoch), ``r`` the report JSON (``updatedAt`` = 0; the

@@ -4,14 +4,18 @@ Keys that belong to one symbol carry the symbol as a ``{hash tag}`` so that all 
 symbol's keys live in one Redis Cluster slot: every multi-key Lua script touches the
 keys of a single symbol only, which keeps the design valid on Redis Cluster.
 
-Fleet-wide keys (membership, assignment, coordinator leadership, candidates) all
-carry the ``{fleet}`` tag, so scripts over several of them also stay in one slot; no
-script mixes fleet keys with per-symbol keys.
+Fleet-wide keys (membership, assignment, coordinator leadership, publishers) all carry
+the ``{fleet}`` tag, so scripts over several of them also stay in one slot; no script
+mixes fleet keys with per-symbol keys. Report candidates are partitioned (``candidates``
+below): each partition is a stream with a hash tag of its own, so the report path has
+no single hot key.
 """
 
 from __future__ import annotations
 
 import re
+
+from redis.crc import key_slot
 
 from shared.errors import InvalidSymbolError
 
@@ -100,11 +104,37 @@ ASSIGNMENT_VERSION = f"{FLEET}:assignment:version"
 ASSIGNMENT_CHANNEL = f"{FLEET}:assignment:changed"
 #: Pub/sub channel: membership changes (join/leave) so the coordinator reacts at once.
 MEMBERSHIP_CHANNEL = f"{FLEET}:membership:changed"
-#: Stream of report candidates from calc workers, consumed by the publisher group.
-CANDIDATES = f"{FLEET}:candidates"
-#: Consumer group of the publishers on ``CANDIDATES``.
+#: Consumer group of the publishers on every candidate partition stream.
 PUBLISHER_GROUP = "publishers"
+#: Sorted set publisher node id -> when its presence expires (server ms): how many
+#: publishers share the candidate partitions.
+PUBLISHERS = f"{FLEET}:publishers"
 #: String with PX TTL: the node id of the leading coordinator.
 COORDINATOR_LEADER = f"{FLEET}:coordinator:leader"
 #: Integer: coordinator leadership epoch, INCR on every new leader.
 COORDINATOR_EPOCH = f"{FLEET}:coordinator:epoch"
+
+
+# --- report candidates, partitioned ---------------------------------------------------
+
+
+def candidate_partition(symbol: str, partitions: int) -> int:
+    """The candidate partition of ``symbol``: its hash slot's share of ``partitions``
+    equal slot ranges (slots 0..16383), so a partition's symbols are neighbours on the
+    cluster and each symbol always goes to the same partition (its order is kept)."""
+    return key_slot(check_symbol(symbol).encode()) * partitions // 16384
+
+
+def candidates(partition: int) -> str:
+    """Stream of one partition's report candidates (calc -> publishers), own hash tag."""
+    return f"{PREFIX}:{{cand{partition}}}:candidates"
+
+
+def candidates_owner(partition: int) -> str:
+    """String with PX TTL: the publisher that reads the partition (same slot as it)."""
+    return f"{PREFIX}:{{cand{partition}}}:owner"
+
+
+def candidates_of(symbol: str, partitions: int) -> str:
+    """The candidate stream ``symbol``'s reports go through."""
+    return candidates(candidate_partition(symbol, partitions))

@@ -36,6 +36,9 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     #: ``json`` (one JSON object per line) or ``console`` (human readable).
     log_format: str = "json"
+    #: Report candidate partitions (streams calc writes, publishers read); the same on
+    #: every calc worker and publisher of a fleet.
+    candidate_partitions: int = Field(default=8, ge=1, le=1024)
 
     @field_validator("log_level")
     @classmethod

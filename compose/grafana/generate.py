@@ -195,6 +195,11 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
                 (rate("context8_publisher_errors_total"), "errors"),
                 (rate("context8_publisher_claimed_total"), "claimed"),
             ]),
+            ("Candidate partitions per publisher, takeovers per minute", "short", [
+                (q("max by (instance) (context8_publisher_partitions)"), "{{instance}}"),
+                (rate("context8_publisher_partition_takeovers_total", "instance") + " * 60",
+                 "takeovers {{instance}}"),
+            ]),
         ],
     ),
     "mcp": (

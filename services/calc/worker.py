@@ -80,6 +80,8 @@ class SymbolRunner:
     ) -> None:
         self.worker = worker
         self.symbol = symbol
+        #: The candidate partition stream this symbol's reports go through.
+        self.candidates = keys.candidates_of(symbol, worker.settings.candidate_partitions)
         self.core = SymbolCore(symbol, venue, worker.params, size_unit)
         self.lease: HeldLease | None = None
         self.active = True
@@ -297,7 +299,7 @@ class SymbolRunner:
             body = orjson.dumps(with_writer(c.report, node, lease.token))
             cand = Candidate(self.symbol, lease.token, node, c.t_ns // MS, body)
             pipe.xadd(
-                keys.CANDIDATES,
+                self.candidates,
                 encode_candidate(cand),  # type: ignore[arg-type]
                 maxlen=w.settings.calc_candidates_maxlen,
                 approximate=True,

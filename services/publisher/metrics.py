@@ -22,7 +22,17 @@ class PublisherMetrics:
             p + "errors", "Redis errors (entries left pending for a retry).", registry=registry
         )
         self.claimed = Counter(
-            p + "claimed", "Idle pending entries claimed from other consumers.", registry=registry
+            p + "claimed",
+            "Pending entries claimed on taking a partition over (a dead reader's or a retry).",
+            registry=registry,
+        )
+        self.partitions = Gauge(
+            p + "partitions", "Candidate partitions this publisher reads.", registry=registry
+        )
+        self.takeovers = Counter(
+            p + "partition_takeovers",
+            "Candidate partitions this publisher started reading.",
+            registry=registry,
         )
         self.latency = Histogram(
             p + "publish_latency_seconds",
@@ -37,5 +47,8 @@ class PublisherMetrics:
             registry=registry,
         )
         self.pending = Gauge(
-            p + "pending", "Entries delivered to the group but not yet acked.", registry=registry
+            p + "pending",
+            "Entries delivered to the group but not yet acked, per partition this publisher reads.",
+            ["partition"],
+            registry=registry,
         )

@@ -1,13 +1,18 @@
-"""The publisher shell: read candidates as a consumer group, write fenced, ack.
+"""The publisher shell: read the candidate partitions it holds, write fenced, ack.
 
-Each batch: XREADGROUP -> ``core.prepare`` per entry -> one pipeline of
-``fenced_publish.lua`` calls (each touches ONE symbol's token/report/audit keys) ->
-XACK of every entry with a definite outcome. An entry whose write failed on a Redis
-error stays pending and is retried through XAUTOCLAIM, by this or another publisher.
+The partitions (``partitions.py``) are shared among the publishers; this one runs a
+reader task per partition it holds. A reader first claims every entry still pending in
+the partition's consumer group (delivered to a publisher that died, or to this one
+before a failed write), then reads new ones. Each batch: XREADGROUP -> ``core.prepare``
+per entry -> one pipeline of ``fenced_publish.lua`` calls (each touches ONE symbol's
+token/report/audit keys) -> XACK of every entry with a definite outcome. An entry whose
+write failed on a Redis error stays pending and is read again (``0``) before new ones.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -15,6 +20,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from services.publisher.core import ACCEPTED, SCRIPT_REASONS, Ready, Rejected, prepare
 from services.publisher.metrics import PublisherMetrics
+from services.publisher.partitions import PartitionKeeper
 from services.publisher.settings import Settings
 from shared import keys
 from shared.lifecycle import Shutdown
@@ -29,7 +35,7 @@ def wall_ms() -> int:
 
 
 class Publisher:
-    """One publisher process: a consumer named after its node id."""
+    """One publisher process: a consumer named after its node id on each partition."""
 
     def __init__(
         self, client: RedisClient, settings: Settings, metrics: PublisherMetrics, log: Any
@@ -40,68 +46,120 @@ class Publisher:
         self._log = log
         self.consumer = settings.node_id
         self._scripts = Scripts(client)
-        self._claim_cursor = b"0-0"
-        self._next_claim = 0.0
+        self.keeper = PartitionKeeper(
+            client,
+            settings.node_id,
+            settings.candidate_partitions,
+            settings.publisher_partition_ttl_ms,
+            log,
+            on_loss=self._lost,
+        )
+        self._readers: dict[int, asyncio.Task[None]] = {}
+        #: Partitions with entries of this consumer left pending by a failed write.
+        self._retry: set[int] = set()
 
     # --- set-up and loop --------------------------------------------------------------
 
-    async def ensure_group(self) -> None:
-        """Create the consumer group (and the stream) if missing; from id 0."""
-        try:
-            await self._client.xgroup_create(
-                keys.CANDIDATES, keys.PUBLISHER_GROUP, id="0", mkstream=True
+    async def run(self, shutdown: Shutdown) -> None:
+        """Hold partitions and read them until shutdown; then finish, ack, give back."""
+        self._shutdown = shutdown
+        while not shutdown.requested:
+            try:
+                await self.keeper.step()
+                self._start_readers()
+            except RedisError as exc:
+                self._metrics.errors.inc()
+                self._log.warning("partition_step_failed", error=repr(exc))
+            await shutdown.wait(self.keeper.tick_s)
+        with contextlib.suppress(RedisError):
+            await self.keeper.leave()
+        await asyncio.gather(*self._readers.values(), return_exceptions=True)
+        self._metrics.partitions.set(0)
+
+    def _start_readers(self) -> None:
+        """A reader for every partition held that has none."""
+        for partition in sorted(set(self.keeper.held) - set(self._readers)):
+            self._metrics.takeovers.inc()
+            self._readers[partition] = asyncio.create_task(
+                self._read_partition(partition), name=f"publisher-p{partition}"
             )
-            self._log.info("consumer_group_created", group=keys.PUBLISHER_GROUP)
+        self._metrics.partitions.set(len(self.keeper.held))
+
+    async def _lost(self, partition: int) -> None:
+        """Stop the partition's reader after its batch in flight."""
+        task = self._readers.pop(partition, None)
+        if task is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(task), 5.0)
+
+    async def _read_partition(self, partition: int) -> None:
+        opened = False
+        next_gauge = 0.0
+        while self.keeper.valid(partition) and not self._shutdown.requested:
+            try:
+                if not opened:
+                    await self.open(partition)
+                    opened = True
+                await self.poll(partition, self._settings.publisher_block_ms)
+                if time.monotonic() >= next_gauge:
+                    next_gauge = time.monotonic() + 2.0
+                    await self.refresh_pending(partition)
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    opened = False  # stream or group deleted: recreate
+                    continue
+                self._metrics.errors.inc()
+                self._log.warning("publisher_step_failed", partition=partition, error=repr(exc))
+                await self._shutdown.wait(0.5)
+            except RedisError as exc:
+                self._metrics.errors.inc()
+                self._log.warning("publisher_step_failed", partition=partition, error=repr(exc))
+                await self._shutdown.wait(0.5)
+        with contextlib.suppress(RedisError):
+            await self._leave_group(partition)
+
+    async def open(self, partition: int) -> None:
+        """Create the partition's group if missing, then take over and process every
+        entry still pending in it (this publisher now reads the partition alone)."""
+        stream = keys.candidates(partition)
+        try:
+            await self._client.xgroup_create(stream, keys.PUBLISHER_GROUP, id="0", mkstream=True)
+            self._log.info("consumer_group_created", stream=stream)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-
-    async def run(self, shutdown: Shutdown) -> None:
-        """Consume until shutdown; the batch in flight is finished and acked first."""
-        ready = False
-        while not shutdown.requested:
-            try:
-                if not ready:
-                    await self.ensure_group()
-                    await self.drain_own_pending()
-                    ready = True
-                await self.step()
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):
-                    ready = False  # stream or group deleted: recreate
-                    continue
-                self._metrics.errors.inc()
-                self._log.warning("publisher_step_failed", error=repr(exc))
-                await shutdown.wait(0.5)
-            except RedisError as exc:
-                self._metrics.errors.inc()
-                self._log.warning("publisher_step_failed", error=repr(exc))
-                await shutdown.wait(0.5)
-        await self._leave_group()
-
-    async def step(self) -> int:
-        """Claim stale entries when due, then read and process one batch."""
-        if time.monotonic() >= self._next_claim:
-            self._next_claim = time.monotonic() + self._settings.publisher_claim_interval_ms / 1000
-            await self.claim_stale()
-            await self.refresh_pending()
-        entries = await self._read(">", block=self._settings.publisher_block_ms)
-        if entries:
-            await self.process(entries)
-        return len(entries)
-
-    async def drain_own_pending(self) -> None:
-        """Re-process entries delivered to this consumer name before a restart."""
-        while entries := await self._read("0", block=None):
-            await self.process(entries)
-            if len(entries) < self._settings.publisher_batch:
+        cursor: bytes | str = "0-0"
+        while True:
+            reply = await self._client.xautoclaim(
+                stream,
+                keys.PUBLISHER_GROUP,
+                self.consumer,
+                min_idle_time=0,
+                start_id=cursor,
+                count=self._settings.publisher_batch,
+            )
+            cursor, entries = reply[0], list(reply[1])
+            if entries:
+                self._metrics.claimed.inc(len(entries))
+                self._log.info("pending_claimed", partition=partition, count=len(entries))
+                await self.process(partition, entries)
+            if cursor in (b"0-0", "0-0"):
                 break
 
-    async def _read(self, start: str, block: int | None) -> list[Entry]:
+    async def poll(self, partition: int, block: int | None) -> int:
+        """Read one batch of the partition (its own failed entries first) and process it."""
+        start = "0" if partition in self._retry else ">"
+        self._retry.discard(partition)
+        entries = await self._read(partition, start, block if start == ">" else None)
+        if entries:
+            await self.process(partition, entries)
+        return len(entries)
+
+    async def _read(self, partition: int, start: str, block: int | None) -> list[Entry]:
         reply: Any = await self._client.xreadgroup(
             keys.PUBLISHER_GROUP,
             self.consumer,
-            {keys.CANDIDATES: start},
+            {keys.candidates(partition): start},
             count=self._settings.publisher_batch,
             block=block,
         )
@@ -111,44 +169,32 @@ class Publisher:
         streams = reply.values() if isinstance(reply, dict) else (s[1] for s in reply)
         return [(eid, fields) for batch in streams for eid, fields in batch]
 
-    async def claim_stale(self) -> int:
-        """XAUTOCLAIM entries idle longer than the claim threshold and process them."""
-        reply = await self._client.xautoclaim(
-            keys.CANDIDATES,
-            keys.PUBLISHER_GROUP,
-            self.consumer,
-            min_idle_time=self._settings.publisher_claim_idle_ms,
-            start_id=self._claim_cursor,
-            count=self._settings.publisher_batch,
-        )
-        self._claim_cursor, entries = reply[0], reply[1]
-        if entries:
-            self._metrics.claimed.inc(len(entries))
-            self._log.info("pending_claimed", count=len(entries))
-            await self.process(list(entries))
-        return len(entries)
+    async def refresh_pending(self, partition: int) -> None:
+        info = await self._client.xpending(keys.candidates(partition), keys.PUBLISHER_GROUP)
+        self._metrics.pending.labels(partition=str(partition)).set(int(info["pending"]))
 
-    async def refresh_pending(self) -> None:
-        info = await self._client.xpending(keys.CANDIDATES, keys.PUBLISHER_GROUP)
-        self._metrics.pending.set(int(info["pending"]))
-
-    async def _leave_group(self) -> None:
+    async def _leave_group(self, partition: int) -> None:
         """Remove this consumer if nothing is pending on it (names are per process)."""
+        stream = keys.candidates(partition)
         try:
             mine = await self._client.xpending_range(
-                keys.CANDIDATES, keys.PUBLISHER_GROUP, "-", "+", 1, consumername=self.consumer
+                stream, keys.PUBLISHER_GROUP, "-", "+", 1, consumername=self.consumer
             )
             if not mine:
-                await self._client.xgroup_delconsumer(
-                    keys.CANDIDATES, keys.PUBLISHER_GROUP, self.consumer
-                )
+                await self._client.xgroup_delconsumer(stream, keys.PUBLISHER_GROUP, self.consumer)
         except RedisError as exc:
-            self._log.warning("consumer_cleanup_failed", error=repr(exc))
+            self._log.warning("consumer_cleanup_failed", partition=partition, error=repr(exc))
 
     # --- one batch --------------------------------------------------------------------
 
-    async def process(self, entries: list[Entry]) -> None:
-        """Prepare, write (fenced, pipelined) and ack one batch."""
+    async def process(self, partition: int, entries: list[Entry]) -> None:
+        """Prepare, write (fenced, pipelined) and ack one batch of a partition.
+
+        Not if the partition's lease may have lapsed meanwhile: its next reader claims
+        the batch (a second delivery would be harmless, but is avoided).
+        """
+        if not self.keeper.valid(partition):
+            return
         read_at = time.perf_counter()
         self._metrics.batch_size.observe(len(entries))
         now_ms = wall_ms()
@@ -171,7 +217,8 @@ class Publisher:
                     self._log.warning(
                         "publish_failed", symbol=item.candidate.symbol, error=repr(result)
                     )
-                    continue  # stays pending; retried after claim_idle_ms
+                    self._retry.add(partition)
+                    continue  # stays pending; read again before new entries
                 ack.append(item.entry_id)
                 status, current = int(result[0]), int(result[1])
                 if status == ACCEPTED:
@@ -182,7 +229,7 @@ class Publisher:
                     detail = f"token {item.candidate.token}, current {current}"
                     self._reject(item.entry_id, reason, item.candidate.symbol, detail)
         if ack:
-            await self._client.xack(keys.CANDIDATES, keys.PUBLISHER_GROUP, *ack)
+            await self._client.xack(keys.candidates(partition), keys.PUBLISHER_GROUP, *ack)
 
     def _reject(self, entry_id: bytes, reason: str, symbol: str | None, detail: str) -> None:
         self._metrics.rejected.labels(reason=reason).inc()

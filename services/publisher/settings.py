@@ -16,7 +16,6 @@ class Settings(ServiceSettings):
     publisher_block_ms: int = Field(default=500, ge=1, le=5_000)
     #: Approximate MAXLEN of each symbol's audit stream.
     publisher_audit_maxlen: int = Field(default=1000, ge=1)
-    #: Pending entries idle this long (a dead publisher's) are claimed by XAUTOCLAIM.
-    publisher_claim_idle_ms: int = Field(default=5000, ge=100)
-    #: How often to look for such entries and refresh the pending gauge.
-    publisher_claim_interval_ms: int = Field(default=2000, ge=50)
+    #: TTL of this publisher's lease on each candidate partition it reads (renewed every
+    #: third of it): a dead publisher's partitions are taken over after about this long.
+    publisher_partition_ttl_ms: int = Field(default=1000, ge=100, le=60_000)

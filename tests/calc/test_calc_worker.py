@@ -21,6 +21,7 @@ from shared.candidate import decode_candidate
 from shared.report import ns_from_iso_utc, schema_errors
 from shared.wire import Entry, SnapPayload, TradePayload, encode
 from tests.calc.calc_kit import session_entries, wait_for
+from tests.support.candidates import stream_of
 
 SYMBOL = "BTCUSDT"
 MS = 1_000_000
@@ -59,7 +60,7 @@ async def _assign(r: aioredis.Redis, symbol: str, node: str | None) -> None:
 
 
 async def _candidates(r: aioredis.Redis) -> list[Any]:
-    return [decode_candidate(fields) for _, fields in await r.xrange(keys.CANDIDATES)]
+    return [decode_candidate(fields) for _, fields in await r.xrange(stream_of(SYMBOL))]
 
 
 async def test_worker_emits_fenced_candidates_like_replay_and_stops_without_lease(
@@ -97,7 +98,7 @@ async def test_worker_emits_fenced_candidates_like_replay_and_stops_without_leas
         await aredis.incr(keys.token(SYMBOL))
         runner = worker.runners[SYMBOL]
         await wait_for(lambda: runner.lease is None, timeout=5, what="lease loss")
-        before = await aredis.xlen(keys.CANDIDATES)
+        before = await aredis.xlen(stream_of(SYMBOL))
         more = list(session_entries("usdm-btc")[2500:3000])
         await _write(aredis, more)
         await wait_for(
@@ -108,7 +109,7 @@ async def test_worker_emits_fenced_candidates_like_replay_and_stops_without_leas
             timeout=10,
             what="suppressed cycles",
         )
-        assert await aredis.xlen(keys.CANDIDATES) == before
+        assert await aredis.xlen(stream_of(SYMBOL)) == before
         assert await aredis.get(keys.lease(SYMBOL)) == b"calc-b"
     # Shut down: left the membership; did not touch the other node's lease.
     assert await aredis.zscore(keys.NODES, "calc-a") is None

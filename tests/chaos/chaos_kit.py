@@ -11,7 +11,7 @@ Safety is judged from what Redis recorded, never from what the services say:
   counter's value at the moment of each accepted write. Every audit entry's token must
   equal it: an independent proof that no write with a stale token was ever accepted,
   which does not trust fenced_publish.lua.
-* A candidate on ``keys.CANDIDATES`` carrying token t that was appended after a write with
+* A candidate on a candidate stream carrying token t that was appended after a write with
   a token > t had been accepted is *late*: the publisher must reject it as
   ``stale_token``, so its ``rejected_total{reason="stale_token"}`` counter is at least the
   number of late candidates.
@@ -38,6 +38,7 @@ from shared import keys
 from shared.candidate import decode_candidate
 from shared.errors import WireFormatError
 from shared.hrw import DEFAULT_STICKY_BONUS, neg_log_u, weight
+from tests.support.candidates import stream_of
 from tests.support.polling import poll
 
 SYMBOLS: tuple[str, ...] = DEMO_SYMBOLS
@@ -168,7 +169,7 @@ class Late:
 
 
 def late_candidates(client: Client, audits: dict[str, list[Accepted]]) -> list[Late]:
-    """Every candidate on keys.CANDIDATES that was stale when it was appended."""
+    """Every candidate (on the symbols' partition streams) that was stale when appended."""
     ids = {s: [a.entry_id for a in audits[s]] for s in audits}
     prefix_max: dict[str, list[int]] = {}
     for s, entries in audits.items():
@@ -179,9 +180,18 @@ def late_candidates(client: Client, audits: dict[str, list[Accepted]]) -> list[L
             pm.append(best)
         prefix_max[s] = pm
     out: list[Late] = []
+    for stream in sorted({stream_of(s) for s in audits}):
+        out.extend(_late_on(client, stream, ids, prefix_max))
+    return out
+
+
+def _late_on(
+    client: Client, stream: str, ids: dict[str, list[Any]], prefix_max: dict[str, list[int]]
+) -> list[Late]:
+    out: list[Late] = []
     lo = "-"
     while True:
-        batch = client.xrange(keys.CANDIDATES, min=lo, max="+", count=2000)
+        batch = client.xrange(stream, min=lo, max="+", count=2000)
         for eid, fields in batch:
             try:
                 c = decode_candidate(fields)
@@ -550,7 +560,7 @@ class FleetView:
             tail = self.client.xrevrange(keys.audit(s), count=1)
             stored = self.client.hmget(keys.report(s), "token", "node", "event_ms")
             out.append(f"{s}: last accepted {tail}, stored report (token, node, event) {stored}")
-        cands = self.client.xrevrange(keys.CANDIDATES, count=4)
+        cands = [c for s in self.symbols for c in self.client.xrevrange(stream_of(s), count=2)]
         out.append(
             "last candidates: "
             + str([(e, {k: v for k, v in f.items() if k != b"r"}) for e, f in cands])
@@ -577,13 +587,14 @@ class FleetView:
     def candidates_since(self, t0_ms: int) -> list[tuple[str, int, str]]:
         """(symbol, token, node) of every candidate appended after ``t0_ms``."""
         out: list[tuple[str, int, str]] = []
-        for _eid, fields in self.client.xrange(keys.CANDIDATES, min=f"{t0_ms}-0", max="+"):
-            try:
-                c = decode_candidate(fields)
-            except WireFormatError:
-                continue
-            if c.symbol in self.symbols:
-                out.append((c.symbol, c.token, c.node_id))
+        for stream in sorted({stream_of(s) for s in self.symbols}):
+            for _eid, fields in self.client.xrange(stream, min=f"{t0_ms}-0", max="+"):
+                try:
+                    c = decode_candidate(fields)
+                except WireFormatError:
+                    continue
+                if c.symbol in self.symbols:
+                    out.append((c.symbol, c.token, c.node_id))
         return out
 
     # --- failover -----------------------------------------------------------------------

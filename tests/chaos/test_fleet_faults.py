@@ -184,7 +184,7 @@ def test_partition_delays_a_write_past_the_lease_and_it_is_refused(chaos: Chaos)
     tokens = {s: v.token(s) for s in symbols}
     pub_port = v.fleet.service("publisher").metrics_port
     stale_before = metric(pub_port, "context8_publisher_rejected_total", reason="stale_token")
-    proxy.arm_hold_up(keys.CANDIDATES.encode())
+    proxy.arm_hold_up(b":candidates")  # the first XADD to any candidate stream
     try:
         wait_for(proxy.triggered.is_set, 10, "the owner to send a candidate")
         t0 = server_ms(v.client)

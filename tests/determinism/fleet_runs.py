@@ -19,8 +19,8 @@ import redis
 
 from context8.fleet import Fleet, FleetConfig, wait_until
 from shared import keys
-from shared.candidate import decode_candidate
 from tests.conftest import DATA
+from tests.support.candidates import CandidateReader
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 #: The first day-file of each bundled session (it covers the first ~3 minutes).
@@ -109,19 +109,14 @@ def run_fleet(
                 "C8_INGEST_REPLAY_FILES": ",".join(str(p) for p in files),
             },
         )
-        cursor = "0-0"
+        reader = CandidateReader(client, SYMBOLS)
 
         def collect() -> bool:
-            nonlocal cursor
-            reply: Any = client.xread({keys.CANDIDATES: cursor}, block=200)
-            for _stream, entries in reply or []:
-                for entry_id, fields in entries:
-                    cursor = entry_id.decode()
-                    cand = decode_candidate(fields)
-                    report = json.loads(cand.report_json)
-                    seen = run.candidates[cand.symbol].setdefault(cand.event_ms, report)
-                    if seen != report:
-                        run.conflicts.append((cand.symbol, cand.event_ms))
+            for cand in reader.read():
+                report = json.loads(cand.report_json)
+                seen = run.candidates[cand.symbol].setdefault(cand.event_ms, report)
+                if seen != report:
+                    run.conflicts.append((cand.symbol, cand.event_ms))
             for sym in SYMBOLS:
                 raw = client.hget(keys.report(sym), "json")
                 if raw is not None:

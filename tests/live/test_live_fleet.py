@@ -22,8 +22,8 @@ from context8.report_at import reports_at
 from services.calc.analytics import replay
 from services.ingest.offline import IngestOptions, offline_feeds
 from shared import keys
-from shared.candidate import decode_candidate
 from shared.report import iso_utc_from_ns, schema_errors
+from tests.support.candidates import CandidateReader
 from tests.support.live_ingest import LIVE_SYMBOLS, SYMBOL_MAP, files_of
 
 pytestmark = pytest.mark.timeout(300)
@@ -94,16 +94,11 @@ def test_live_fleet_publishes_what_report_at_computes(
             # Book and trades subscribed on every market, then the venue starts talking.
             assert wait_until(lambda: _subscribed(emu), 60), emu.stats()
             assert len(emu.start_clocks()) == len(SYMBOLS)
-            cursor = "0-0"
+            reader = CandidateReader(client, SYMBOLS)
 
             def collect() -> bool:
-                nonlocal cursor
-                reply: Any = client.xread({keys.CANDIDATES: cursor}, block=200)
-                for _stream, batch in reply or []:
-                    for entry_id, fields in batch:
-                        cursor = entry_id.decode()
-                        cand = decode_candidate(fields)
-                        live[cand.symbol].setdefault(cand.event_ms, json.loads(cand.report_json))
+                for cand in reader.read():
+                    live[cand.symbol].setdefault(cand.event_ms, json.loads(cand.report_json))
                 return all(wanted[s][-1] in live[s] for s in SYMBOLS)
 
             assert wait_until(collect, timeout=120, interval=0.0), {

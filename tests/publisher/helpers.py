@@ -15,6 +15,7 @@ from services.publisher.settings import Settings
 from shared import keys
 from shared.candidate import Candidate, encode_candidate
 from shared.report import iso_utc_from_ns
+from tests.support.candidates import all_streams, stream_of
 from tests.support.polling import apoll
 
 
@@ -64,7 +65,7 @@ async def add_candidate(
     client: aioredis.Redis, symbol: str, token: int, node: str, event_ms: int
 ) -> bytes:
     entry_id: bytes = await client.xadd(
-        keys.CANDIDATES,
+        stream_of(symbol),
         candidate_fields(symbol, token, node, event_ms),  # type: ignore[arg-type]
     )
     return entry_id
@@ -73,7 +74,14 @@ async def add_candidate(
 class PublisherUnderTest:
     """A real Publisher with a private metrics registry."""
 
-    def __init__(self, redis_url: str, node_id: str = "pub-1", **overrides: object) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        node_id: str = "pub-1",
+        client: Any = None,
+        **overrides: object,
+    ) -> None:
+        """``client``: use this one (e.g. a cluster client) instead of one for ``redis_url``."""
         values: dict[str, object] = {
             "redis_url": redis_url,
             "node_id": node_id,
@@ -81,12 +89,23 @@ class PublisherUnderTest:
         }
         values.update(overrides)
         self.settings = Settings(**values)  # type: ignore[arg-type]
-        self.client = aioredis.Redis.from_url(redis_url)
+        self._own_client = client is None
+        self.client = aioredis.Redis.from_url(redis_url) if client is None else client
         self.registry = CollectorRegistry()
         self.metrics = PublisherMetrics(self.registry)
         self.publisher = Publisher(
             self.client, self.settings, self.metrics, structlog.get_logger().bind(test=node_id)
         )
+
+    async def start(self) -> None:
+        """Take the partitions (alone: all of them) and open each, as the run loop does."""
+        await self.publisher.keeper.step()
+        for partition in sorted(self.publisher.keeper.held):
+            await self.publisher.open(partition)
+
+    async def step(self) -> int:
+        """One batch of every partition held (no blocking)."""
+        return sum([await self.publisher.poll(p, None) for p in sorted(self.publisher.keeper.held)])
 
     def metric(self, name: str, **labels: str) -> float:
         value = self.registry.get_sample_value(name, labels)
@@ -100,12 +119,17 @@ class PublisherUnderTest:
         return self.metric("context8_publisher_accepted_total")
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if self._own_client:
+            await self.client.aclose()
 
 
 wait_for = apoll
 
 
 async def pending_count(client: aioredis.Redis) -> int:
-    info = await client.xpending(keys.CANDIDATES, keys.PUBLISHER_GROUP)
-    return int(info["pending"])
+    total = 0
+    for stream in all_streams():
+        if await client.exists(stream):
+            info = await client.xpending(stream, keys.PUBLISHER_GROUP)
+            total += int(info["pending"])
+    return total

@@ -18,16 +18,14 @@ from redis.asyncio.cluster import RedisCluster
 from services.coordinator.metrics import CoordinatorMetrics
 from services.coordinator.service import Coordinator
 from services.coordinator.settings import Settings as CoordinatorSettings
-from services.publisher.metrics import PublisherMetrics
-from services.publisher.service import Publisher
-from services.publisher.settings import Settings
 from shared import keys
 from shared.lease import LeaseClient
 from shared.lifecycle import Shutdown
 from shared.membership import Membership
 from shared.scripts import Scripts
 from tests.publisher.cluster import LocalCluster
-from tests.publisher.helpers import candidate_fields
+from tests.publisher.helpers import PublisherUnderTest, candidate_fields
+from tests.support.candidates import PARTITIONS, stream_of
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT", "DOGEUSDT"]
 
@@ -68,51 +66,52 @@ async def test_lease_and_fenced_publish_on_cluster(rc: RedisCluster) -> None:
     calc1 = LeaseClient(scripts, "calc-1", ttl_ms=60_000, margin_ms=100)
     calc2 = LeaseClient(scripts, "calc-2", ttl_ms=60_000, margin_ms=100)
     leases = {s: await calc1.acquire(s) for s in SYMBOLS}
-    assert all(lease is not None and lease.token == 1 for lease in leases.values())
+    first: dict[str, int] = {}
+    for s, lease in leases.items():
+        assert lease is not None and lease.token >= 1
+        first[s] = lease.token
     assert [await calc2.acquire(s) for s in SYMBOLS] == [None] * len(SYMBOLS)  # calc-1's
 
-    registry = CollectorRegistry()
-    settings = Settings(redis_url="redis://unused", node_id="pub-c", publisher_block_ms=50)
-    pub = Publisher(rc, settings, PublisherMetrics(registry), structlog.get_logger())
-    await pub.ensure_group()
+    pub = PublisherUnderTest("redis://unused", "pub-c", client=rc)
+    await pub.start()
+    assert len(pub.publisher.keeper.held) == PARTITIONS  # alone: every partition
     for s in SYMBOLS:
-        await rc.xadd(keys.CANDIDATES, candidate_fields(s, 1, "calc-1", 1_000))
+        await rc.xadd(stream_of(s), candidate_fields(s, first[s], "calc-1", 1_000))
     assert await pub.step() == len(SYMBOLS)
-    assert registry.get_sample_value("context8_publisher_accepted_total") == len(SYMBOLS)
+    assert pub.accepted == len(SYMBOLS)
     before = {s: await rc.hgetall(keys.report(s)) for s in SYMBOLS}
-    assert all(b[b"token"] == b"1" for b in before.values())
+    assert all(before[s][b"token"] == str(first[s]).encode() for s in SYMBOLS)
 
     # Hand every lease to calc-2 (calc-1 released), then drop every cached script so
     # the pipeline meets NOSCRIPT on every master and must reload.
+    second: dict[str, int] = {}
     for s in SYMBOLS:
         lease = leases[s]
         assert lease is not None and await calc1.release(lease)
         new = await calc2.acquire(s)
-        assert new is not None and new.token == 2
+        assert new is not None and new.token > first[s]
+        second[s] = new.token
     await rc.script_flush()
     for s in SYMBOLS:
-        await rc.xadd(keys.CANDIDATES, candidate_fields(s, 1, "calc-1", 9_000))  # stale
-        await rc.xadd(keys.CANDIDATES, candidate_fields(s, 2, "calc-2", 500))  # not newer
+        await rc.xadd(stream_of(s), candidate_fields(s, first[s], "calc-1", 9_000))  # stale
+        await rc.xadd(stream_of(s), candidate_fields(s, second[s], "calc-2", 500))  # not newer
     assert await pub.step() == 2 * len(SYMBOLS)
-    assert registry.get_sample_value(
-        "context8_publisher_rejected_total", {"reason": "stale_token"}
-    ) == len(SYMBOLS)
-    assert registry.get_sample_value(
-        "context8_publisher_rejected_total", {"reason": "not_newer"}
-    ) == len(SYMBOLS)
+    assert pub.rejected("stale_token") == len(SYMBOLS)
+    assert pub.rejected("not_newer") == len(SYMBOLS)
     for s in SYMBOLS:
         assert await rc.hgetall(keys.report(s)) == before[s]  # untouched, byte-equal
 
     for s in SYMBOLS:
-        await rc.xadd(keys.CANDIDATES, candidate_fields(s, 2, "calc-2", 2_000))
+        await rc.xadd(stream_of(s), candidate_fields(s, second[s], "calc-2", 2_000))
     await pub.step()
     for s in SYMBOLS:
         stored = await rc.hgetall(keys.report(s))
-        assert stored[b"token"] == b"2" and stored[b"node"] == b"calc-2"
+        assert stored[b"token"] == str(second[s]).encode() and stored[b"node"] == b"calc-2"
         assert orjson.loads(stored[b"json"])["writer"]["nodeId"] == "calc-2"
         assert await rc.xlen(keys.audit(s)) == 2
-    pending = await rc.xpending(keys.CANDIDATES, keys.PUBLISHER_GROUP)
-    assert pending["pending"] == 0
+    for s in SYMBOLS:
+        pending = await rc.xpending(stream_of(s), keys.PUBLISHER_GROUP)
+        assert pending["pending"] == 0
 
 
 async def test_fleet_scripts_run_in_one_slot(rc: RedisCluster) -> None:
@@ -125,7 +124,7 @@ async def test_fleet_scripts_run_in_one_slot(rc: RedisCluster) -> None:
         keys.ASSIGNMENT_VERSION,
         keys.COORDINATOR_LEADER,
         keys.COORDINATOR_EPOCH,
-        keys.CANDIDATES,
+        keys.PUBLISHERS,
     ]
     assert len({rc.keyslot(k) for k in fleet}) == 1
     m = Membership(rc, scripts, "calc-1")  # type: ignore[arg-type]
@@ -139,7 +138,7 @@ async def test_fleet_scripts_run_in_one_slot(rc: RedisCluster) -> None:
         keys=[keys.COORDINATOR_LEADER, keys.COORDINATOR_EPOCH],
         args=["coord-a", 5_000],
     )
-    assert ok == 1 and epoch == 1
+    assert ok == 1 and epoch >= 1
     written = await scripts(
         "assignment_write",
         keys=[
@@ -148,7 +147,7 @@ async def test_fleet_scripts_run_in_one_slot(rc: RedisCluster) -> None:
             keys.ASSIGNMENT,
             keys.ASSIGNMENT_VERSION,
         ],
-        args=["coord-a", 1, keys.ASSIGNMENT_CHANNEL, "BTCUSDT", "calc-1"],
+        args=["coord-a", epoch, keys.ASSIGNMENT_CHANNEL, "BTCUSDT", "calc-1"],
     )
     assert written == [1, 1]
     rejected = await scripts(
@@ -159,9 +158,9 @@ async def test_fleet_scripts_run_in_one_slot(rc: RedisCluster) -> None:
             keys.ASSIGNMENT,
             keys.ASSIGNMENT_VERSION,
         ],
-        args=["coord-a", 0, keys.ASSIGNMENT_CHANNEL, "BTCUSDT", "calc-2"],
+        args=["coord-a", epoch - 1, keys.ASSIGNMENT_CHANNEL, "BTCUSDT", "calc-2"],
     )
-    assert rejected == [0, 1]
+    assert rejected == [0, epoch]
     assert await rc.hgetall(keys.ASSIGNMENT) == {b"BTCUSDT": b"calc-1"}
     assert await m.leave()
 

@@ -20,6 +20,7 @@ from tests.publisher.helpers import (
     report_dict,
     wait_for,
 )
+from tests.support.candidates import PARTITIONS, partition_of, stream_of
 
 SYM = "BTCUSDT"
 
@@ -41,11 +42,11 @@ async def test_accepts_current_newer_candidate_and_audits(
 ) -> None:
     pub = PublisherUnderTest(redis_url)
     try:
-        await pub.publisher.ensure_group()
+        await pub.start()
         token = await grant(aredis, "calc-1")
         await add_candidate(aredis, SYM, token, "calc-1", 1_000)
         before_ms = time.time_ns() // 1_000_000
-        assert await pub.publisher.step() == 1
+        assert await pub.step() == 1
         report = await stored(aredis)
         assert report[b"token"] == str(token).encode()
         assert report[b"event_ms"] == b"1000"
@@ -66,7 +67,7 @@ async def test_accepts_current_newer_candidate_and_audits(
 
         # A newer report from the same holder replaces it and is audited too.
         await add_candidate(aredis, SYM, token, "calc-1", 2_000)
-        await pub.publisher.step()
+        await pub.step()
         assert (await stored(aredis))[b"event_ms"] == b"2000"
         assert await aredis.xlen(keys.audit(SYM)) == 2
         assert pub.accepted == 2
@@ -79,20 +80,20 @@ async def test_stale_token_rejected_and_report_untouched(
 ) -> None:
     pub = PublisherUnderTest(redis_url)
     try:
-        await pub.publisher.ensure_group()
+        await pub.start()
         old = await grant(aredis, "calc-1")
         await add_candidate(aredis, SYM, old, "calc-1", 1_000)
-        await pub.publisher.step()
+        await pub.step()
         before = await stored(aredis)
         assert before[b"token"] == str(old).encode()
 
         # The lease moves to calc-2 (calc-1 was paused past its TTL): a new token.
         await aredis.delete(keys.lease(SYM))
         new = await grant(aredis, "calc-2")
-        assert new == old + 1
+        assert new > old
         # The old holder wakes up and sends a *newer* report with its old token.
         await add_candidate(aredis, SYM, old, "calc-1", 5_000)
-        await pub.publisher.step()
+        await pub.step()
         assert await stored(aredis) == before  # byte-equal: json, token, times
         assert await aredis.xlen(keys.audit(SYM)) == 1
         assert pub.rejected("stale_token") == 1
@@ -101,13 +102,13 @@ async def test_stale_token_rejected_and_report_untouched(
 
         # A token from the future (never granted) is just as stale.
         await add_candidate(aredis, SYM, new + 5, "calc-2", 6_000)
-        await pub.publisher.step()
+        await pub.step()
         assert pub.rejected("stale_token") == 2
         assert await stored(aredis) == before
 
         # The new holder's report goes through.
         await add_candidate(aredis, SYM, new, "calc-2", 6_000)
-        await pub.publisher.step()
+        await pub.step()
         assert (await stored(aredis))[b"token"] == str(new).encode()
     finally:
         await pub.close()
@@ -116,14 +117,14 @@ async def test_stale_token_rejected_and_report_untouched(
 async def test_not_newer_rejected(aredis: aioredis.Redis, redis_url: str) -> None:
     pub = PublisherUnderTest(redis_url)
     try:
-        await pub.publisher.ensure_group()
+        await pub.start()
         token = await grant(aredis, "calc-1")
         await add_candidate(aredis, SYM, token, "calc-1", 2_000)
-        await pub.publisher.step()
+        await pub.step()
         before = await stored(aredis)
         await add_candidate(aredis, SYM, token, "calc-1", 2_000)  # same event time
         await add_candidate(aredis, SYM, token, "calc-1", 1_999)  # older
-        await pub.publisher.step()
+        await pub.step()
         assert pub.rejected("not_newer") == 2
         assert await stored(aredis) == before
         assert await aredis.xlen(keys.audit(SYM)) == 1
@@ -135,13 +136,13 @@ async def test_not_newer_rejected(aredis: aioredis.Redis, redis_url: str) -> Non
 async def test_batch_is_applied_in_stream_order(aredis: aioredis.Redis, redis_url: str) -> None:
     pub = PublisherUnderTest(redis_url)
     try:
-        await pub.publisher.ensure_group()
+        await pub.start()
         btc = await grant(aredis, "calc-1", "BTCUSDT")
         eth = await grant(aredis, "calc-2", "ETHUSDT")
         for e in (1_000, 3_000, 2_000):
             await add_candidate(aredis, "BTCUSDT", btc, "calc-1", e)
         await add_candidate(aredis, "ETHUSDT", eth, "calc-2", 1_500)
-        assert await pub.publisher.step() == 4
+        assert await pub.step() == 4
         assert (await stored(aredis, "BTCUSDT"))[b"event_ms"] == b"3000"
         assert (await stored(aredis, "ETHUSDT"))[b"event_ms"] == b"1500"
         assert pub.accepted == 3 and pub.rejected("not_newer") == 1
@@ -155,17 +156,17 @@ async def test_malformed_and_invalid_are_counted_acked_and_skipped(
 ) -> None:
     pub = PublisherUnderTest(redis_url)
     try:
-        await pub.publisher.ensure_group()
+        await pub.start()
         token = await grant(aredis, "calc-1")
         good = candidate_fields(SYM, token, "calc-1", 1_000)
-        await aredis.xadd(keys.CANDIDATES, {b"junk": b"1"})
-        await aredis.xadd(keys.CANDIDATES, good | {b"t": b"x"})
-        await aredis.xadd(keys.CANDIDATES, good | {b"r": b"not json"})
-        await aredis.xadd(keys.CANDIDATES, good | {b"s": b"bad symbol"})
+        await aredis.xadd(stream_of(SYM), {b"junk": b"1"})
+        await aredis.xadd(stream_of(SYM), good | {b"t": b"x"})
+        await aredis.xadd(stream_of(SYM), good | {b"r": b"not json"})
+        await aredis.xadd(stream_of(SYM), good | {b"s": b"bad symbol"})
         bad_schema = report_dict(SYM, token, "calc-1", 900) | {"venue": "FTX"}
-        await aredis.xadd(keys.CANDIDATES, candidate_fields(SYM, token, "calc-1", 900, bad_schema))
-        await aredis.xadd(keys.CANDIDATES, good)
-        assert await pub.publisher.step() == 6
+        await aredis.xadd(stream_of(SYM), candidate_fields(SYM, token, "calc-1", 900, bad_schema))
+        await aredis.xadd(stream_of(SYM), good)
+        assert await pub.step() == 6
         assert pub.rejected("malformed") == 4
         assert pub.rejected("invalid") == 1
         assert pub.accepted == 1  # the good one in the same batch still lands
@@ -178,42 +179,94 @@ async def test_malformed_and_invalid_are_counted_acked_and_skipped(
 async def test_validation_can_be_switched_off(aredis: aioredis.Redis, redis_url: str) -> None:
     pub = PublisherUnderTest(redis_url, publisher_validate=False)
     try:
-        await pub.publisher.ensure_group()
+        await pub.start()
         token = await grant(aredis, "calc-1")
         body = report_dict(SYM, token, "calc-1", 1_000) | {"venue": "FTX"}
-        await aredis.xadd(keys.CANDIDATES, candidate_fields(SYM, token, "calc-1", 1_000, body))
-        await pub.publisher.step()
+        await aredis.xadd(stream_of(SYM), candidate_fields(SYM, token, "calc-1", 1_000, body))
+        await pub.step()
         assert pub.accepted == 1 and pub.rejected("invalid") == 0
     finally:
         await pub.close()
 
 
-async def test_dead_publishers_pending_entries_are_claimed(
+async def test_a_dead_publishers_partition_and_pending_entries_are_taken_over(
     aredis: aioredis.Redis, redis_url: str
 ) -> None:
-    live = PublisherUnderTest(redis_url, "pub-live", publisher_claim_idle_ms=200)
+    live = PublisherUnderTest(redis_url, "pub-live", publisher_partition_ttl_ms=300)
     try:
-        await live.publisher.ensure_group()
         token = await grant(aredis, "calc-1")
         await add_candidate(aredis, SYM, token, "calc-1", 1_000)
-        # A publisher reads the entry and dies before writing or acking it.
+        # Another publisher holds SYM's partition, read the entry and died before
+        # writing or acking it (its lease still runs for 300 ms).
+        partition = partition_of(SYM)
+        await aredis.set(keys.candidates_owner(partition), "pub-dead", px=300)
+        await aredis.xgroup_create(stream_of(SYM), keys.PUBLISHER_GROUP, id="0", mkstream=True)
         taken = await aredis.xreadgroup(
-            keys.PUBLISHER_GROUP, "pub-dead", {keys.CANDIDATES: ">"}, count=10
+            keys.PUBLISHER_GROUP, "pub-dead", {stream_of(SYM): ">"}, count=10
         )
         assert len(taken[0][1]) == 1
-        assert await live.publisher.step() == 0  # nothing new to read
-        assert await pending_count(aredis) == 1
+        await live.start()
+        assert partition not in live.publisher.keeper.held
+        assert await live.step() == 0 and await pending_count(aredis) == 1
 
-        async def claimed() -> bool:
-            return await live.publisher.claim_stale() > 0
+        async def took_over() -> bool:
+            await live.start()  # a keeper step, then open (claims what is pending)
+            return partition in live.publisher.keeper.held
 
-        await wait_for(claimed, what="the dead consumer's entry claimed")
+        await wait_for(took_over, what="the dead publisher's partition taken over")
         assert live.metric("context8_publisher_claimed_total") == 1
         assert live.accepted == 1
         assert await pending_count(aredis) == 0
         assert (await stored(aredis))[b"event_ms"] == b"1000"
     finally:
         await live.close()
+
+
+async def test_publishers_share_the_partitions_and_take_over_a_stopped_ones(
+    aredis: aioredis.Redis, redis_url: str
+) -> None:
+    """Two run loops split the partitions evenly; candidates keep landing exactly once
+    while one of them stops and the other takes its partitions over."""
+    a = PublisherUnderTest(redis_url, "pub-a", publisher_partition_ttl_ms=500)
+    b = PublisherUnderTest(redis_url, "pub-b", publisher_partition_ttl_ms=500)
+    stop_a, stop_b = Shutdown(), Shutdown()
+    runs = [
+        asyncio.create_task(a.publisher.run(stop_a)),
+        asyncio.create_task(b.publisher.run(stop_b)),
+    ]
+    symbols = ["BTCUSDT", "ETHUSDT", "XRPUSDT", "SOLUSDT", "BNBUSDT", "ADAUSDT"]
+    try:
+        tokens = {s: await grant(aredis, "calc-1", s) for s in symbols}
+
+        async def split() -> bool:
+            held = (len(a.publisher.keeper.held), len(b.publisher.keeper.held))
+            return held == (PARTITIONS // 2, PARTITIONS // 2)
+
+        await wait_for(split, 10, "the partitions split evenly")
+        for n in range(1, 21):
+            for s in symbols:
+                await add_candidate(aredis, s, tokens[s], "calc-1", n * 1_000)
+            if n == 10:
+                stop_a.event.set()  # a stops cleanly: gives its partitions back
+
+        async def all_written() -> bool:
+            rows = [await aredis.hget(keys.report(s), "event_ms") for s in symbols]
+            return all(r == b"20000" for r in rows)
+
+        await wait_for(all_written, 10, "every symbol's last candidate written")
+        await asyncio.wait_for(runs[0], 5)
+        assert len(b.publisher.keeper.held) == PARTITIONS
+        for s in symbols:  # each candidate audited exactly once: none lost, none twice
+            audit = await aredis.xrange(keys.audit(s))
+            assert [int(f[b"event_ms"]) for _, f in audit] == [n * 1_000 for n in range(1, 21)]
+        assert a.accepted + b.accepted == 20 * len(symbols)
+        assert a.accepted > 0 and b.accepted > 0
+    finally:
+        stop_a.event.set()
+        stop_b.event.set()
+        await asyncio.gather(*runs, return_exceptions=True)
+        await a.close()
+        await b.close()
 
 
 async def test_run_loop_publishes_and_stops_cleanly(aredis: aioredis.Redis, redis_url: str) -> None:
@@ -231,7 +284,7 @@ async def test_run_loop_publishes_and_stops_cleanly(aredis: aioredis.Redis, redi
         shutdown.event.set()
         await asyncio.wait_for(task, 5)
         assert await pending_count(aredis) == 0
-        consumers = await aredis.xinfo_consumers(keys.CANDIDATES, keys.PUBLISHER_GROUP)
+        consumers = await aredis.xinfo_consumers(stream_of(SYM), keys.PUBLISHER_GROUP)
         assert all(c["name"] != b"pub-loop" for c in consumers)  # left the group
     finally:
         if not task.done():
@@ -247,9 +300,9 @@ async def test_entries_written_before_the_group_existed_are_delivered(
     await add_candidate(aredis, SYM, token, "calc-1", 1_000)  # creates the stream, no group
     pub = PublisherUnderTest(redis_url)
     try:
-        await pub.publisher.ensure_group()
-        await pub.publisher.ensure_group()  # idempotent (BUSYGROUP ignored)
-        assert await pub.publisher.step() == 1
+        await pub.start()
+        await pub.start()  # idempotent (BUSYGROUP ignored, partitions held already)
+        assert await pub.step() == 1
         assert pub.accepted == 1
     finally:
         await pub.close()
@@ -259,12 +312,12 @@ async def test_lost_script_cache_is_reloaded(aredis: aioredis.Redis, redis_url: 
     """After SCRIPT FLUSH (a restarted or failed-over Redis) writes still land, in order."""
     pub = PublisherUnderTest(redis_url)
     try:
-        await pub.publisher.ensure_group()
+        await pub.start()
         token = await grant(aredis, "calc-1")
         await aredis.script_flush()
         for e in (1_000, 3_000, 2_000):
             await add_candidate(aredis, SYM, token, "calc-1", e)
-        assert await pub.publisher.step() == 3
+        assert await pub.step() == 3
         assert pub.accepted == 2 and pub.rejected("not_newer") == 1
         assert (await stored(aredis))[b"event_ms"] == b"3000"
         assert pub.metric("context8_publisher_errors_total") == 0
