@@ -80,6 +80,10 @@ class BookKeeper:
         #: Binance: the recorded REST snapshot while the stream still stands at it (no
         #: later diff applied yet): the venue's own answer at that position.
         self.recorded_snapshot: Event | None = None
+        #: The last recorded REST snapshot applied: what a request that had to wait for
+        #: the book (made before the position reached it) is answered, whatever the
+        #: stream sent meanwhile (the recorded answer arrived after those frames too).
+        self.last_snapshot: Event | None = None
         self._pending: list[Event] = []
 
     def apply(self, ev: Event) -> None:
@@ -100,7 +104,7 @@ class BookKeeper:
                 covered = diff.last_id < snap_id if self.futures else diff.last_id <= snap_id
                 if not covered:
                     self._apply_diff(diff)
-            self.recorded_snapshot = ev
+            self.recorded_snapshot = self.last_snapshot = ev
             return
         if ev.kind is not Kind.DEPTH:
             return

@@ -823,6 +823,7 @@ class Emulator:
         rt = market.symbols.get(symbol)
         if rt is None:
             return self._rest_reply(market, ip, binance_rest_error(-1121, "Invalid symbol."), 400)
+        held = not rt.keeper.known
         if not await rt.wait_book(self.hold_timeout):
             return self._rest_reply(
                 market,
@@ -834,7 +835,7 @@ class Emulator:
                 ),
                 503,
             )
-        recorded = rt.keeper.recorded_snapshot
+        recorded = rt.keeper.recorded_snapshot or (rt.keeper.last_snapshot if held else None)
         if recorded is not None:
             # The stream stands at the recorded snapshot: answer what the venue answered.
             body = orjson.loads(recorded.text)
@@ -872,6 +873,7 @@ class Emulator:
             )
         limit_raw = request.query.get("limit", "")
         limit = int(limit_raw) if limit_raw.isdigit() and int(limit_raw) > 0 else 25
+        held = not rt.keeper.known
         if not await rt.wait_book(self.hold_timeout):
             market.rest_requests["503"] += 1
             return _json({"retCode": 10000, "retMsg": "Server Timeout"}, status=503)
