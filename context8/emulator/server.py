@@ -873,7 +873,6 @@ class Emulator:
             )
         limit_raw = request.query.get("limit", "")
         limit = int(limit_raw) if limit_raw.isdigit() and int(limit_raw) > 0 else 25
-        held = not rt.keeper.known
         if not await rt.wait_book(self.hold_timeout):
             market.rest_requests["503"] += 1
             return _json({"retCode": 10000, "retMsg": "Server Timeout"}, status=503)
