@@ -33,6 +33,21 @@ def test_compose_config_is_valid() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_compose_cluster_profile_is_valid_and_has_three_primaries_with_replicas() -> None:
+    result = subprocess.run(
+        [_compose_binary(), "-f", str(COMPOSE), "--profile", "cluster", "config"]
+        + ["--format", "json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    services = json.loads(result.stdout)["services"]
+    nodes = [n for n in services if n.startswith("redis-c") and n[7:].isdigit()]
+    assert len(nodes) == 6
+    for name in nodes:
+        assert "--cluster-enabled" in services[name]["command"]
+    init = " ".join(services["redis-cluster-init"]["command"])
+    assert "--cluster-replicas 1" in init and all(f"{n}:6379" in init for n in nodes)
+
+
 def test_compose_has_one_container_per_service_and_calc_scales() -> None:
     result = subprocess.run(
         [_compose_binary(), "-f", str(COMPOSE), "config", "--format", "json"],
@@ -49,6 +64,7 @@ def test_compose_has_one_container_per_service_and_calc_scales() -> None:
     # Scalable with --scale: no fixed container name, no host ports.
     assert "container_name" not in calc and not calc.get("ports")
     assert calc["deploy"]["replicas"] >= 2
+    assert services["publisher"]["deploy"]["replicas"] >= 2  # sharing the partitions
     # Live ingest with a hot standby: two replicas configured for the same symbols.
     ingest = services["ingest"]
     assert ingest["deploy"]["replicas"] == 2 and "container_name" not in ingest
