@@ -35,8 +35,8 @@ def test_compose_config_is_valid() -> None:
 
 def test_compose_cluster_profile_is_valid_and_has_three_primaries_with_replicas() -> None:
     result = subprocess.run(
-        [_compose_binary(), "-f", str(COMPOSE), "--profile", "cluster", "config"]
-        + ["--format", "json"],
+        [_compose_binary(), "-f", str(COMPOSE), "--profile", "cluster", "config", "--format",
+         "json"],
         capture_output=True, text=True, timeout=60, check=True,
     )
     services = json.loads(result.stdout)["services"]
