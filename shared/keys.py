@@ -74,7 +74,7 @@ def report(symbol: str) -> str:
 
 
 def token(symbol: str) -> str:
-    """Integer: the symbol's current fencing token (INCR on every lease grant)."""
+    """Integer: the symbol's newest fencing token (the Redis clock in µs at its grant)."""
     return _tagged("token", symbol)
 
 
@@ -111,7 +111,7 @@ PUBLISHER_GROUP = "publishers"
 PUBLISHERS = f"{FLEET}:publishers"
 #: String with PX TTL: the node id of the leading coordinator.
 COORDINATOR_LEADER = f"{FLEET}:coordinator:leader"
-#: Integer: coordinator leadership epoch, INCR on every new leader.
+#: Integer: coordinator leadership epoch, a fencing token granted to every new leader.
 COORDINATOR_EPOCH = f"{FLEET}:coordinator:epoch"
 
 

@@ -1,8 +1,9 @@
 """Coordinator leader election: one lease key plus a monotonically growing epoch.
 
 The leader lease reuses the writer-lease scripts on the coordinator's fleet keys:
-``lease_acquire.lua`` on (COORDINATOR_LEADER, COORDINATOR_EPOCH) is SET NX PX + INCR
-epoch for a new leader and a PEXPIRE (same epoch) for the sitting one;
+``lease_acquire.lua`` on (COORDINATOR_LEADER, COORDINATOR_EPOCH) is SET PX plus a new
+epoch (a fencing token: the Redis clock in µs, never issued twice) for a new leader and a
+PEXPIRE (same epoch) for the sitting one;
 ``lease_release.lua`` deletes the lease only if this node holds it. Every assignment
 write is fenced on (leader == me, epoch == mine) inside Lua, so the local view below
 only decides whether to *try* to act; Redis decides whether the write lands.

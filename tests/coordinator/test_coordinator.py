@@ -173,7 +173,7 @@ async def test_two_coordinators_one_leader_and_failover(
             return await leader(aredis) == standby.settings.node_id
 
         await wait_for(standby_leads, timeout=3.0, what="standby took over")
-        assert int(await aredis.get(keys.COORDINATOR_EPOCH)) == epoch + 1
+        assert int(await aredis.get(keys.COORDINATOR_EPOCH)) > epoch
         # The new leader maintains the assignment: a joining node gets symbols.
         newcomer = await Worker(aredis, "calc-new").start()
         workers.append(newcomer)
@@ -240,7 +240,8 @@ async def test_deposed_leader_write_is_rejected_by_epoch(
         # The old leader's lease is lost on the server (expiry while it was paused).
         await aredis.delete(keys.COORDINATOR_LEADER)
         await new.coordinator.tick()
-        assert new.coordinator.leadership.epoch == old_epoch + 1
+        new_epoch = new.coordinator.leadership.epoch
+        assert new_epoch is not None and new_epoch > old_epoch
         version = await aredis.get(keys.ASSIGNMENT_VERSION)
 
         # Membership changes; the deposed leader recomputes and tries to write.
@@ -263,7 +264,7 @@ async def test_deposed_leader_write_is_rejected_by_epoch(
         await aredis.set(keys.COORDINATOR_LEADER, "coord-new")
 
         # The real leader's write goes through.
-        plan = await new.coordinator.reconcile(old_epoch + 1)
+        plan = await new.coordinator.reconcile(new_epoch)
         assert plan is not None
         assert await assignment(aredis) == dict.fromkeys(SYMBOLS, "calc-1")
         await w1.silence()

@@ -88,10 +88,12 @@ def test_1x_and_max_speed_emit_the_same_reports(
         for t in times:
             a, b = paced[t], unpaced[t]
             assert schema_errors(a) == [], (sym, t)
-            assert _without(a, "updatedAt") == _without(b, "updatedAt"), (
+            # Tokens are the Redis clock at the grant, so they differ between runs.
+            assert _without(a, "updatedAt", "writer") == _without(b, "updatedAt", "writer"), (
                 sym,
                 iso_utc_from_ns(t * MS),
             )
+            assert a["writer"]["nodeId"] == b["writer"]["nodeId"], (sym, t)
         # The slice is not trivial: a book, trades, slow fields.
         last = paced[times[-1]]
         assert last["ingestion"]["status"] == "ok" and last["best_bid"] is not None
