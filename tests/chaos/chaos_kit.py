@@ -5,12 +5,13 @@ Safety is judged from what Redis recorded, never from what the services say:
 * ``keys.audit(S)`` gets one entry per accepted report write (token, node, event time),
   its entry id stamped by the Redis server clock. Tokens must never decrease and event
   times must strictly increase.
-* ``TokenTimeline`` subscribes to keyspace notifications of every ``token:{S}`` (an INCR
-  per lease grant) and ``audit:{S}`` (an XADD per accepted write). Redis delivers them
-  to one subscriber in execution order, so counting INCRs between XADDs gives the token
-  counter's value at the moment of each accepted write. Every audit entry's token must
-  equal it: an independent proof that no write with a stale token was ever accepted,
-  which does not trust fenced_publish.lua.
+* ``TokenTimeline`` (tests/support/token_monitor.py) follows Redis ``MONITOR``: every
+  grant (the lease script's ``SET token:{S} <token>``) and every accepted write
+  (fenced_publish's ``XADD audit:{S} ... token <t>``) with its arguments, in execution
+  order. Grants must only grow (never repeat, across Redis restarts too), and every
+  accepted write's token must equal the token stored at that moment: an independent
+  proof that no write with a stale token was ever accepted, which does not trust
+  fenced_publish.lua.
 * A candidate on a candidate stream carrying token t that was appended after a write with
   a token > t had been accepted is *late*: the publisher must reject it as
   ``stale_token``, so its ``rejected_total{reason="stale_token"}`` counter is at least the
@@ -21,17 +22,14 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import threading
 import time
 import urllib.request
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 from prometheus_client.parser import text_string_to_metric_families
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from context8.fleet import DEMO_SYMBOLS, Fleet, ServiceProcess
 from shared import keys
@@ -40,6 +38,7 @@ from shared.errors import WireFormatError
 from shared.hrw import DEFAULT_STICKY_BONUS, neg_log_u, weight
 from tests.support.candidates import stream_of
 from tests.support.polling import poll
+from tests.support.token_monitor import TokenTimeline
 
 SYMBOLS: tuple[str, ...] = DEMO_SYMBOLS
 
@@ -208,155 +207,9 @@ def _late_on(
         lo = "(" + batch[-1][0].decode()
 
 
-# --- keyspace-notification timeline of token grants vs accepted writes ----------------
-
-_MARK_CHANNEL = "chaos:timeline:mark"
-# Publishes "<symbol> <token> <last audit id>" atomically, so the mark sits at the exact
-# point of the notification sequence where the counter had that value.
-_MARK_LUA = """
-local t = redis.call('GET', KEYS[1]) or '0'
-local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-local id = '0-0'
-if #last > 0 then id = last[1][1] end
-redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. t .. ' ' .. id)
-return 1
-"""
-
-
-@dataclass
-class _Segment:
-    """From a mark on: the token counter and the token expected at each later XADD."""
-
-    base_id: str
-    token: int
-    expected: list[int] = field(default_factory=list)
-
-
-class TokenTimeline:
-    """Watches token grants and accepted writes in Redis execution order (own thread).
-
-    Survives Redis restarts: after a reconnect it marks again and starts a new segment
-    (writes between the last event seen and the new mark are checked by the audit-order
-    rules only).
-    """
-
-    def __init__(self, url: str, symbols: Iterable[str]) -> None:
-        self.url = url
-        self.symbols = tuple(symbols)
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._segments: dict[str, list[_Segment]] = {s: [] for s in self.symbols}
-        self._ready = threading.Event()
-        self.reconnects = 0
-        self.anomalies: list[str] = []
-        self._thread = threading.Thread(target=self._run, name="token-timeline", daemon=True)
-        self._token_ch = {f"__keyspace@0__:{keys.token(s)}".encode(): s for s in self.symbols}
-        self._audit_ch = {f"__keyspace@0__:{keys.audit(s)}".encode(): s for s in self.symbols}
-
-    def start(self, timeout: float = 10.0) -> TokenTimeline:
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise AssertionError("token timeline did not subscribe")
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def wait_marked(self, timeout: float = 15.0) -> None:
-        """Block until the (re)subscribed watcher has marked every symbol."""
-        self._ready.clear()
-        if not self._ready.wait(timeout):
-            raise AssertionError("token timeline did not re-mark after a reconnect")
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            # No retries: redis-py would otherwise reconnect and resubscribe silently,
-            # and notifications sent in between would be lost without a new mark.
-            client: Client = redis.Redis.from_url(
-                self.url, socket_connect_timeout=1, socket_timeout=2, retry=Retry(NoBackoff(), 0)
-            )
-            pubsub = client.pubsub()
-            try:
-                client.config_set("notify-keyspace-events", "K$t")
-                pubsub.psubscribe(
-                    f"__keyspace@0__:{keys.PREFIX}:token:*", f"__keyspace@0__:{keys.PREFIX}:audit:*"
-                )
-                pubsub.subscribe(_MARK_CHANNEL)
-                confirmed = 0
-                while confirmed < 3:
-                    msg = pubsub.get_message(timeout=1.0)
-                    if msg and msg["type"] in ("psubscribe", "subscribe"):
-                        confirmed += 1
-                marked: set[str] = set()
-                for s in self.symbols:
-                    client.eval(_MARK_LUA, 2, keys.token(s), keys.audit(s), _MARK_CHANNEL, s)
-                while not self._stop.is_set():
-                    msg = pubsub.get_message(timeout=0.2)
-                    if msg is None:
-                        continue
-                    self._handle(msg, marked)
-                    if len(marked) == len(self.symbols):
-                        self._ready.set()
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
-                self.reconnects += 1
-                self._stop.wait(0.05)  # reconnect back-off while Redis is down
-            finally:
-                try:
-                    pubsub.close()
-                    client.close()
-                except Exception:  # closing a dead connection
-                    pass
-
-    def _handle(self, msg: dict[str, Any], marked: set[str]) -> None:
-        channel = msg["channel"]
-        data = msg["data"]
-        with self._lock:
-            if msg["type"] == "message":
-                sym, token, last_id = data.decode().split()
-                self._segments[sym].append(_Segment(last_id, int(token)))
-                marked.add(sym)
-                return
-            if msg["type"] != "pmessage":
-                return
-            if channel in self._token_ch:
-                sym = self._token_ch[channel]
-                if sym in marked and data == b"incrby":
-                    self._segments[sym][-1].token += 1
-                elif sym in marked:
-                    # Anything but INCR on a token counter breaks the fencing model.
-                    self.anomalies.append(f"{sym}: {data.decode()} on the token counter")
-            elif channel in self._audit_ch:
-                sym = self._audit_ch[channel]
-                if sym in marked and data == b"xadd":
-                    seg = self._segments[sym][-1]
-                    seg.expected.append(seg.token)
-
-    def violations(self, client: Client) -> tuple[int, list[str]]:
-        """(accepted writes checked, violations): each write's token vs the counter then."""
-        checked = 0
-        bad: list[str] = list(self.anomalies)
-        with self._lock:
-            segments = {
-                s: [(g.base_id, list(g.expected)) for g in v] for s, v in self._segments.items()
-            }
-        for sym, segs in segments.items():
-            for base_id, expected in segs:
-                if not expected:
-                    continue
-                lo = "-" if base_id == "0-0" else "(" + base_id
-                entries = client.xrange(keys.audit(sym), min=lo, max="+", count=len(expected))
-                if len(entries) < len(expected):
-                    bad.append(f"{sym}: {len(expected)} writes notified, {len(entries)} in audit")
-                for (eid, f), want in zip(entries, expected, strict=False):
-                    checked += 1
-                    got = int(f[b"token"])
-                    if got != want:
-                        bad.append(
-                            f"{sym}: write {eid.decode()} with token {got} accepted while the "
-                            f"current token was {want}"
-                        )
-        return checked, bad
+# --- the token timeline -----------------------------------------------------------------
+# TokenTimeline (tests/support/token_monitor.py) records every grant and accepted write from
+# MONITOR; its ``violations`` checks grants only grow and each write's token is the stored one.
 
 
 # --- HRW: node ids that will win a symbol ----------------------------------------------

@@ -67,6 +67,7 @@ def test_redis_kill9_and_restart_with_aof(aof_fleet: tuple[FleetView, TokenTimel
     tokens_before = {s: v.token(s) for s in SYMBOLS}
     event_before = {s: int(v.client.hget(keys.report(s), "event_ms") or 0) for s in SYMBOLS}
     t0 = server_ms(v.client)
+    segment = timeline.segment
     fleet.redis.kill()
     # The outage is the fault itself (its length is a parameter, not a synchronisation).
     threading.Event().wait(OUTAGE_S)
@@ -81,7 +82,7 @@ def test_redis_kill9_and_restart_with_aof(aof_fleet: tuple[FleetView, TokenTimel
             metric_sum(c.metrics_port, "context8_calc_redis_errors_total") > errors_before[c.name]
         )
     found = v.wait_failover("redis restart", None, SYMBOLS, t0, timeout=30)
-    timeline.wait_marked()
+    timeline.wait_marked(after_segment=segment)
 
     # Nothing acknowledged was lost, nothing went back.
     for s in SYMBOLS:

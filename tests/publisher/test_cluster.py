@@ -23,9 +23,9 @@ from shared.lease import LeaseClient
 from shared.lifecycle import Shutdown
 from shared.membership import Membership
 from shared.scripts import Scripts
-from tests.publisher.cluster import LocalCluster
 from tests.publisher.helpers import PublisherUnderTest, candidate_fields
 from tests.support.candidates import PARTITIONS, stream_of
+from tests.support.redis_cluster import LocalCluster
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT", "DOGEUSDT"]
 
