@@ -44,12 +44,11 @@ def _stored(client: redis.Redis, symbol: str) -> tuple[dict, int, int] | None:
 def test_reports_match_bookticker_and_current_token(fleet: Fleet) -> None:
     client = redis.Redis.from_url(fleet.redis.url)
     truths = {
-        sym: read_truth([f for f in DEMO_FILES if f.parent.name == sym])
-        for sym in DEMO_SYMBOLS
+        sym: read_truth([f for f in DEMO_FILES if f.parent.name == sym]) for sym in DEMO_SYMBOLS
     }
-    assert wait_until(
-        lambda: all(_stored(client, s) for s in DEMO_SYMBOLS), timeout=90
-    ), f"no reports; dead services: {[s.name for s in fleet.dead_services()]}"
+    assert wait_until(lambda: all(_stored(client, s) for s in DEMO_SYMBOLS), timeout=90), (
+        f"no reports; dead services: {[s.name for s in fleet.dead_services()]}"
+    )
 
     compared = {s: 0 for s in DEMO_SYMBOLS}
     seen: dict[str, set[str]] = {s: set() for s in DEMO_SYMBOLS}
@@ -76,9 +75,13 @@ def test_reports_match_bookticker_and_current_token(fleet: Fleet) -> None:
             if truth is None or report["ingestion"]["status"] != "ok":
                 continue
             assert report["best_bid"] == {"price": truth.bid, "qty": truth.bid_qty}, (
-                sym, report["generated_at"])
+                sym,
+                report["generated_at"],
+            )
             assert report["best_ask"] == {"price": truth.ask, "qty": truth.ask_qty}, (
-                sym, report["generated_at"])
+                sym,
+                report["generated_at"],
+            )
             compared[sym] += 1
     assert min(compared.values()) >= 10, compared
     assert not fleet.dead_services()
