@@ -76,7 +76,15 @@ def make_redis(settings: ServiceSettings, *, blocking_ms: int = 0) -> RedisClien
 
 
 async def discovered(client: RedisClient) -> RedisClient:
-    """The client, with a cluster's slot map loaded (pub/sub needs it before any command)."""
+    """The client, with a cluster's slot map freshly read: call it before every
+    (re)subscribe.
+
+    A cluster pub/sub connection goes to the node serving the channel's slot, and pub/sub
+    traffic never sees a MOVED reply, so nothing else refreshes the map. After that node
+    fails, resubscribing from a stale map would dial the dead node forever; reading the map
+    again reaches the promoted replica once the cluster has failed over.
+    """
     if isinstance(client, RedisCluster):
         await client.initialize()
+        await client.nodes_manager.initialize()
     return client

@@ -401,13 +401,15 @@ class CalcWorker:
         last_read = 0.0
         while not stop.is_set():
             try:
+                # The poll does not depend on the subscription: while the node serving
+                # the channel is down, the assignment is still read every poll interval.
+                if time.monotonic() - last_read >= poll_s:
+                    last_read = time.monotonic()
+                    await self.refresh_assignment()
                 if pubsub is None:
                     pubsub = (await discovered(self.blocking)).pubsub()
                     await pubsub.subscribe(keys.ASSIGNMENT_CHANNEL)
                     last_read = 0.0  # read at once after (re)subscribing: pushes may be missed
-                if time.monotonic() - last_read >= poll_s:
-                    last_read = time.monotonic()
-                    await self.refresh_assignment()
                 msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.25)
                 if msg is not None and msg.get("type") == "message":
                     last_read = time.monotonic()
