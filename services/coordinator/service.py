@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from services.coordinator.leadership import Leadership
 from services.coordinator.metrics import CoordinatorMetrics
+from services.coordinator.outage import OutageGrace
 from services.coordinator.settings import Settings
 from shared import keys
 from shared.errors import InvalidSymbolError
@@ -67,6 +68,9 @@ class Coordinator:
         self._version: int | None = None
         self._assigned_at: dict[str, int] = {}
         self._bad_symbols: set[str] = set()
+        self._grace = OutageGrace(
+            settings.coordinator_node_ttl_ms, settings.coordinator_tick_ms, time.monotonic()
+        )
         #: Set after every completed tick (tests and health checks wait on it).
         self.ticked = asyncio.Event()
 
@@ -141,6 +145,7 @@ class Coordinator:
     async def tick(self) -> None:
         """One election round and, when leading, one reconcile."""
         term = await self.leadership.campaign()
+        self._grace.reached(time.monotonic())
         self._metrics.epoch.set(term.epoch)
         if not term.is_leader:
             if self._owners is not None:
@@ -164,7 +169,7 @@ class Coordinator:
         now_ms, pruned, live = await self._scripts(
             "coordinator_prune",
             keys=[keys.NODES, keys.NODE_INFO],
-            args=[self._settings.coordinator_node_ttl_ms],
+            args=[self._grace.prune_ttl_ms(time.monotonic())],
         )
         nodes = [_text(n) for n in live]
         for node in pruned:
