@@ -12,8 +12,8 @@ A symbol's part is all or nothing, and exactly once: the writer numbers its entr
 symbol and the script skips those this writer already appended (``keys.appended``), so
 a batch whose reply was lost (the connection dropped after Redis ran it) can be sent
 again. A failed part stays queued, in order, and is retried with back-off; the parts
-that succeeded leave the queue. NOSCRIPT (a restarted Redis) loads the script and
-retries at once.
+that succeeded leave the queue. NOSCRIPT (a restarted Redis, a promoted replica) loads
+the script on that server and sends those parts again at once.
 
 Only the holder of a symbol's feed claim (``keys.feed_claim``, ``claims.py``) writes
 it: ``append`` drops entries of symbols this process does not own (a standby keeps its
@@ -187,12 +187,18 @@ class StreamWriter:
             try:
                 await self._write_batch()
                 backoff = 0.05
-            except NoScriptError:
-                await self._redis.script_load(APPEND_SCRIPT)  # Redis restarted: reload
             except (RedisError, OSError) as exc:
                 metrics.WRITE_ERRORS.inc()
                 if self._log is not None:
                     self._log.warning("stream write failed; retrying", error=repr(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+            except Exception as exc:  # the write path must outlive any bug
+                # A dead writer task would leave ingest running with its queue growing and
+                # nothing written: log loudly, keep the queue, and try again.
+                metrics.WRITE_ERRORS.inc()
+                if self._log is not None:
+                    self._log.error("stream write crashed; retrying", error=repr(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
         self._idle.set()
@@ -345,16 +351,35 @@ class StreamWriter:
     async def _send(
         self, conn: Any, parts: dict[str, list[_Pending]], symbols: list[str]
     ) -> list[bytes | ResponseError | None]:
-        """``symbols``' calls in one write on ``conn``; their replies, in order."""
+        """``symbols``' calls in one write on ``conn``; their replies, in order.
+
+        A server without the script (restarted, or a replica just promoted: the script
+        cache is neither persisted nor replicated) answers NOSCRIPT, having run nothing:
+        the script is loaded on that server, over this connection, and those calls sent
+        once more.
+        """
         try:
-            await conn.send_packed_command([self._packed(s, parts[s]) for s in symbols])
-            replies: list[bytes | ResponseError | None] = []
-            for _ in symbols:
-                try:
-                    replies.append(await conn.read_response())
-                except ResponseError as exc:
-                    replies.append(exc)
+            replies = await self._send_once(conn, parts, symbols)
+            missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+            if missing:
+                await conn.send_command("SCRIPT", "LOAD", APPEND_SCRIPT)
+                await conn.read_response()
+                again = await self._send_once(conn, parts, [symbols[i] for i in missing])
+                for i, reply in zip(missing, again, strict=True):
+                    replies[i] = reply
         except BaseException:
             await conn.disconnect()
             raise
+        return replies
+
+    async def _send_once(
+        self, conn: Any, parts: dict[str, list[_Pending]], symbols: list[str]
+    ) -> list[bytes | ResponseError | None]:
+        await conn.send_packed_command([self._packed(s, parts[s]) for s in symbols])
+        replies: list[bytes | ResponseError | None] = []
+        for _ in symbols:
+            try:
+                replies.append(await conn.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
         return replies

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,8 +15,11 @@ from context8.redis_server import RedisServer
 from services.ingest import metrics
 from services.ingest.writer import StreamWriter
 from shared import keys, wire
+from shared.redis_client import make_redis
+from shared.settings import ServiceSettings
 from tests.chaos.tcp_proxy import TcpProxy
 from tests.support.polling import apoll
+from tests.support.redis_cluster import LocalCluster
 
 
 def _trade(n: int) -> dict[bytes, bytes]:
@@ -210,3 +214,35 @@ async def test_only_the_claim_holder_writes_and_a_refused_part_disowns_the_symbo
     assert await _ids(aredis, "BTCUSDT") == ["1"]
     assert await _ids(aredis, "ETHUSDT") == ["2", "6"]
     assert writer.dropped == 1 + 3 + 1
+
+
+async def test_on_a_cluster_the_writer_rides_out_a_primary_failover() -> None:
+    """kill -9 of the primary serving BTCUSDT: the promoted replica has no script cache
+    (NOSCRIPT) and the dead node is still in the client's map; the writer keeps going and
+    every entry lands once, in order."""
+    cluster = LocalCluster(masters=3, replicas=1, node_timeout_ms=1000).start()
+    url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in cluster.primary_ports())
+    client = make_redis(ServiceSettings(redis_url=url))
+    try:
+        await client.set(keys.feed_claim("BTCUSDT"), NODE)
+        writer = StreamWriter(client, maxlen=10_000, owner=NODE, batch_size=20)
+        writer.own("BTCUSDT")
+        task = asyncio.create_task(writer.run())
+        for n in range(10):
+            writer.append("BTCUSDT", "trade", _trade(n))
+        await writer.wait_idle()
+        killed_at = time.monotonic()
+        old, _ = cluster.kill_primary_of(keys.stream("BTCUSDT"))
+        for n in range(10, 40):
+            writer.append("BTCUSDT", "trade", _trade(n))
+        cluster.wait_promoted(keys.stream("BTCUSDT"), old, killed_at)
+        for n in range(40, 50):
+            writer.append("BTCUSDT", "trade", _trade(n))
+        await apoll(lambda: writer.pending == 0, 20, "every entry written after the failover")
+        assert not task.done(), task
+        assert await writer.close(timeout=5.0) == 0
+        await task
+        assert await _ids(client, "BTCUSDT") == [str(n) for n in range(50)]
+    finally:
+        await client.aclose()
+        cluster.stop()
