@@ -16,7 +16,7 @@ import orjson
 from services.publisher.schema_check import Check, compile_schema
 from shared.candidate import Candidate, decode_candidate
 from shared.errors import WireFormatError
-from shared.report import report_schema, schema_errors
+from shared.report import SCHEMA_VERSION, report_schema, schema_errors
 
 #: Why a candidate was not written (the ``reason`` label of rejected_total).
 Reason = Literal["stale_token", "not_newer", "invalid", "malformed"]
@@ -95,4 +95,18 @@ def prepare(
         errors = report_errors(report) + _consistency_errors(report, candidate)
         if errors:
             return Rejected(entry_id, "invalid", "; ".join(errors[:5]), candidate.symbol)
-    return Ready(entry_id, candidate, orjson.dumps(report))
+    return Ready(entry_id, candidate, stamped(candidate.report_json, now_ms, report))
+
+
+#: How calc's report JSON starts (``updatedAt`` is the second key, 0 until published).
+_HEAD = b'{"schemaVersion":"' + SCHEMA_VERSION.encode() + b'","updatedAt":0,'
+_STAMPED_HEAD = b'{"schemaVersion":"' + SCHEMA_VERSION.encode() + b'","updatedAt":%d,'
+
+
+def stamped(raw: bytes, now_ms: int, report: dict[str, Any]) -> bytes:
+    """The report JSON with ``updatedAt`` = ``now_ms``: the candidate's own bytes with
+    the value spliced in when they start as calc writes them (orjson, ``updatedAt`` 0),
+    which is byte for byte what re-encoding ``report`` gives; else ``report`` encoded."""
+    if raw.startswith(_HEAD):
+        return _STAMPED_HEAD % now_ms + raw[len(_HEAD) :]
+    return orjson.dumps(report)

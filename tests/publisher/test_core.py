@@ -60,3 +60,33 @@ def test_schema_and_consistency_violations_are_invalid() -> None:
         assert out.symbol == "BTCUSDT"
         # With validation off the same candidate is written (only decoding is required).
         assert isinstance(prepare(b"1-0", fields, validate=False, now_ms=NOW), Ready), name
+
+
+def test_the_stored_json_is_the_candidates_with_updated_at_spliced_in() -> None:
+    """Calc's report JSON is stamped in place, never re-encoded: byte for byte what
+    re-encoding the stamped report gives (real reports: floats, nulls, nesting)."""
+    from services.calc.analytics import replay
+    from shared.candidate import Candidate, encode_candidate
+    from tests.calc.calc_kit import session_entries
+
+    reports = list(replay(session_entries("usdm-btc")[:1500], "BTCUSDT", "BINANCE", token=7))
+    assert len(reports) > 100
+    for t_ns, report in reports[::7]:
+        body = orjson.dumps(report)
+        fields = encode_candidate(Candidate("BTCUSDT", 7, "replay", t_ns // 1_000_000, body))
+        out = prepare(b"1-0", fields, validate=True, now_ms=NOW)
+        assert isinstance(out, Ready)
+        assert out.report_json == orjson.dumps(orjson.loads(body) | {"updatedAt": NOW})
+        assert out.report_json.startswith(b'{"schemaVersion":"1.1","updatedAt":%d,' % NOW)
+
+
+def test_a_report_written_otherwise_is_re_encoded() -> None:
+    import json
+
+    body = report_dict("BTCUSDT", 3, "calc-1", 1_721_300_000_000)
+    fields = candidate_fields("BTCUSDT", 3, "calc-1", 1_721_300_000_000) | {
+        b"r": json.dumps(body, indent=1).encode()  # spaces: not calc's encoding
+    }
+    out = prepare(b"1-0", fields, validate=True, now_ms=NOW)
+    assert isinstance(out, Ready)
+    assert out.report_json == orjson.dumps(body | {"updatedAt": NOW})
