@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any, Literal
 
@@ -137,8 +137,18 @@ class Report(_Model):
 
 def iso_utc_from_ns(ns: int) -> str:
     """ISO-8601 UTC with millisecond precision and a ``Z`` suffix."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    if rest % 1_000_000 == 0:
+        # A whole millisecond (every cycle boundary, every exchange timestamp): the
+        # date part is the second's, memoised; the same text as the general path.
+        return _iso_second(seconds) + f"{rest // 1_000_000:03d}Z"
     dt = datetime.fromtimestamp(ns / 1e9, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _iso_second(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
 def ns_from_iso_utc(text: str) -> int:

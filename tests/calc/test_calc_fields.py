@@ -81,3 +81,21 @@ def test_checkpoint_snapshots_change_no_report() -> None:
     without = dict(replay([e for e in entries if e not in checkpoints], "BTCUSDT", "BINANCE"))
     assert with_ckpt == without
     assert any(r.get("order_flow_imbalance", {}).get("ofi_30s") for r in with_ckpt.values())
+
+
+def test_iso_times_are_the_datetime_formatting_with_the_second_memoised() -> None:
+    """``iso_utc_from_ns`` memoises the date part of whole milliseconds: the same text as
+    formatting every time (whole ms and arbitrary ns, both sides of second boundaries)."""
+    import random
+    from datetime import UTC, datetime
+
+    def formatted(ns: int) -> str:
+        dt = datetime.fromtimestamp(ns / 1e9, tz=UTC)
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+    rng = random.Random(11)
+    samples = [ms * 1_000_000 for ms in range(1_721_347_019_990, 1_721_347_020_010)]
+    for _ in range(20_000):
+        ms = rng.randrange(0, 4_102_444_800_000)
+        samples += [ms * 1_000_000, ms * 1_000_000 + rng.randrange(1, 1_000_000)]
+    assert [iso_utc_from_ns(ns) for ns in samples] == [formatted(ns) for ns in samples]
