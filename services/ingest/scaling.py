@@ -59,10 +59,14 @@ class LevelScaler:
     def levels(self, pairs: Sequence[Sequence[str]]) -> list[Level]:
         """``[[price, size], ...]`` text pairs -> scaled ``(price, size)`` int pairs.
 
-        The hot loop of ingest (every level of every book message): locals only, one
-        memo lookup per text.
+        The hot loop of ingest (every level of every book message): one comprehension
+        of memo lookups while every text is known (nearly always), else level by level.
         """
         prices, sizes = self._prices, self._sizes
+        try:
+            return [(prices[price], sizes[size]) for price, size in pairs]
+        except KeyError:
+            pass
         out: list[Level] = []
         add = out.append
         for price, size in pairs:
