@@ -43,6 +43,15 @@ LEASE_CONFLICTS = Counter(
     "Lease acquisitions refused because another node still held the lease.",
 )
 HEARTBEATS = Counter("context8_calc_heartbeats_total", "Membership heartbeats written.")
+HEARTBEAT_INTERVAL = Histogram(
+    "context8_calc_heartbeat_interval_seconds",
+    "Time between the starts of two heartbeats (must stay well inside the node TTL).",
+    buckets=(0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 2.0),
+)
+SLICE_PAUSES = Counter(
+    "context8_calc_slice_pauses_total",
+    "Times applying entries yielded the event loop because its slice was used up.",
+)
 LEASE_RENEWALS = Counter(
     "context8_calc_lease_renewals_total", "Writer lease renewals that succeeded."
 )
@@ -51,7 +60,8 @@ LEASE_LOSSES = Counter(
 )
 STREAM_LAG = Gauge(
     "context8_calc_stream_lag_seconds",
-    "Wall time between ingest receiving the newest entry read and calc reading it.",
+    "Wall time since the newest entry applied was appended to its stream (by its id), "
+    "when it was applied: how far reading is behind the stream.",
     ["symbol"],
 )
 DATA_AGE = Gauge(

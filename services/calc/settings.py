@@ -30,6 +30,8 @@ class Settings(ServiceSettings):
     calc_xread_block_ms: int = Field(default=200, gt=0)
     calc_xread_count: int = Field(default=500, gt=0)
     calc_candidates_maxlen: int = Field(default=10_000, gt=0)
+    #: Most CPU work (decoding, analytics, reports) between two yields of the event loop.
+    calc_slice_ms: int = Field(default=5, gt=0)
     #: Venue used when the symbol registry (keys.SYMBOLS) has no entry for a symbol.
     calc_default_venue: str = "BINANCE"
 

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import random
 import time
 from typing import Any
 
 import orjson
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from services.calc import metrics as m
 from services.calc.analytics import CoreParams, Cycle, SymbolCore, with_writer
+from services.calc.leasing import BatchedScripts
+from services.calc.reading import Slicer, StreamReader
 from services.calc.settings import Settings
 from shared import keys
 from shared.candidate import Candidate, encode_candidate
@@ -30,6 +35,8 @@ from shared.scripts import Scripts
 from shared.wire import decode
 
 MS = 1_000_000
+#: gc thresholds once started (see CalcWorker.run).
+GC_THRESHOLDS = (20_000, 50, 100)
 
 
 def core_params(settings: Settings) -> CoreParams:
@@ -59,64 +66,65 @@ def parse_symbol_info(raw: bytes | str | None, default_venue: str) -> tuple[str,
     return default_venue, size_unit
 
 
-def _xread_entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
-    """The entries of a one-stream XREAD reply (RESP2 list or RESP3 map)."""
-    if not reply:
-        return []
-    if isinstance(reply, dict):
-        return list(next(iter(reply.values())))
-    return list(reply[0][1])
-
-
-def _exclusive(stream_id: bytes) -> str:
-    return "(" + stream_id.decode()
-
-
 class SymbolRunner:
-    """One assigned symbol: its core, its stream reader and its writer lease."""
+    """One assigned symbol: its core, its stream position and its writer lease.
+
+    The symbol's stream is read by the worker's ``StreamReader`` (one XREAD for many
+    symbols); the runner applies what is read (``apply_entries``) and hands its cycles to
+    the worker's ``Emitter`` (``take_cycles``). Its own task only keeps the lease.
+    """
 
     def __init__(
         self, worker: CalcWorker, symbol: str, venue: str, size_unit: str = "base"
     ) -> None:
         self.worker = worker
         self.symbol = symbol
+        self.stream = keys.stream(symbol)
+        self.stream_key = self.stream.encode()
         #: The candidate partition stream this symbol's reports go through.
         self.candidates = keys.candidates_of(symbol, worker.settings.candidate_partitions)
         self.core = SymbolCore(symbol, venue, worker.params, size_unit)
         self.lease: HeldLease | None = None
         self.active = True
         self._stopped = asyncio.Event()
+        #: Set when a renewal was refused: the lease loop acquires again.
+        self._lost = asyncio.Event()
         self.log = worker.log.bind(symbol=symbol)
         #: Stream id of the last entry read (bytes), None before the first read.
         self.last_id: bytes | None = None
+        #: Still reading its backlog with XRANGE pages (from the checkpoint).
+        self.catching_up = True
+        self.first_read = True
         self._last_arrival: float | None = None
+        #: Cycles computed and not yet handed to the emitter.
+        self.cycles: list[Cycle] = []
         self.candidates_emitted = 0
         self.cycles_suppressed = 0
         self.decode_errors = 0
         #: Event time (ms) of the stored report when the lease was acquired.
         self.published_floor_ms = -1
-        self._tasks: list[asyncio.Task[None]] = []
+        self._lag = m.STREAM_LAG.labels(symbol=symbol)
+        self._age = m.DATA_AGE.labels(symbol=symbol)
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._lease_loop(), name=f"lease:{self.symbol}"),
-            asyncio.create_task(self._read_loop(), name=f"read:{self.symbol}"),
-        ]
+        self._task = asyncio.create_task(self._lease_loop(), name=f"lease:{self.symbol}")
 
     async def stop(self) -> None:
-        """Stop emitting at once, then release the lease and end both loops."""
+        """Stop emitting at once, then release the lease and end the lease loop."""
         self.active = False
         self._stopped.set()
+        self._lost.set()
+        self.cycles = []
         lease, self.lease = self.lease, None
         if lease is not None:
-            # Release at once, before waiting for the read loop (it may sit in XREAD
-            # BLOCK): the successor need not wait, and anything still in flight with
-            # this token is refused as stale by the publisher.
+            # Release at once: the successor need not wait, and anything still in flight
+            # with this token is refused as stale by the publisher.
             await self._release(lease)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 2.0)
-        for task in self._tasks:
-            task.cancel()
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(self._task, return_exceptions=True), 2.0)
+            self._task.cancel()
         # A lease the loop stored meanwhile (an acquire that was in flight).
         if self.lease is not None:
             await self._release(self.lease)
@@ -142,99 +150,65 @@ class SymbolRunner:
     # --- lease ------------------------------------------------------------------------
 
     async def _lease_loop(self) -> None:
+        """Acquire the lease (again after a loss); the worker renews it
+        (``CalcWorker._renew_loop``, every lease of the worker in one round trip)."""
         leases = self.worker.leases
         s = self.worker.settings
         while self.active:
+            if self.lease is not None:
+                await self._lost.wait()
+                self._lost.clear()
+                continue
             try:
-                if self.lease is None:
-                    lease = await leases.acquire(self.symbol)
-                    if lease is None:
-                        m.LEASE_CONFLICTS.inc()
-                        await self._sleep(s.calc_lease_retry_ms / 1000)
-                        continue
-                    # Cycles at or before the stored report's event time can never be
-                    # accepted (the publisher only takes newer reports): skip them
-                    # instead of sending a takeover's whole catch-up.
-                    stored: Any = await self.worker.client.hget(
-                        keys.report(self.symbol), "event_ms"
-                    )
-                    self.published_floor_ms = int(stored) if stored else -1
-                    if not self.active:
-                        await self._release(lease)
-                        return
-                    self.lease = lease
-                    m.LEASE_ACQUISITIONS.inc()
-                    self.worker.update_owned()
-                    self.log.info("lease_acquired", token=lease.token)
-                else:
-                    await self._sleep(s.lease_renew_s)
-                    lease = self.lease
-                    if not self.active or lease is None:
-                        return
-                    if await leases.renew(lease):
-                        m.LEASE_RENEWALS.inc()
-                    else:
-                        m.LEASE_LOSSES.inc()
-                        self.lease = None
-                        self.worker.update_owned()
-                        self.log.warning("lease_lost", token=lease.token)
+                lease = await leases.acquire(self.symbol)
+                if lease is None:
+                    m.LEASE_CONFLICTS.inc()
+                    await self._sleep(s.calc_lease_retry_ms / 1000)
+                    continue
+                # Cycles at or before the stored report's event time can never be
+                # accepted (the publisher only takes newer reports): skip them instead
+                # of sending a takeover's whole catch-up.
+                stored: Any = await self.worker.client.hget(keys.report(self.symbol), "event_ms")
+                self.published_floor_ms = int(stored) if stored else -1
+                if not self.active:
+                    await self._release(lease)
+                    return
+                self.lease = lease
+                m.LEASE_ACQUISITIONS.inc()
+                self.worker.update_owned()
+                self.log.info("lease_acquired", token=lease.token)
             except RedisError as exc:
                 m.REDIS_ERRORS.labels(op="lease").inc()
                 self.log.warning("lease_call_failed", error=repr(exc))
                 await self._sleep(s.calc_lease_retry_ms / 1000)
 
-    # --- reading ----------------------------------------------------------------------
+    def lease_lost(self, lease: HeldLease) -> None:
+        """The renewal of ``lease`` was refused (expired, or another node holds it)."""
+        if self.lease is lease:
+            self.lease = None
+            m.LEASE_LOSSES.inc()
+            self.worker.update_owned()
+            self.log.warning("lease_lost", token=lease.token)
+            self._lost.set()
 
-    async def _start_id(self) -> bytes:
-        """Where a takeover starts: the newest snapshot's stream id, else the beginning."""
-        ckpt: Any = await self.worker.client.get(keys.checkpoint(self.symbol))
-        return bytes(ckpt) if ckpt else b"0-0"
+    # --- applying what was read ---------------------------------------------------------
 
-    async def _read_loop(self) -> None:
-        w = self.worker
-        s = w.settings
-        stream = keys.stream(self.symbol)
-        catching_up = True
-        first_read = True
-        while self.active:
-            try:
-                if self.last_id is None:
-                    self.last_id = await self._start_id()
-                if catching_up:
-                    lo = self.last_id.decode() if first_read else _exclusive(self.last_id)
-                    batch: Any = await w.client.xrange(
-                        stream, min=lo, max="+", count=s.calc_xread_count
-                    )
-                    first_read = False
-                    if len(batch) < s.calc_xread_count:
-                        catching_up = False
-                else:
-                    reply: Any = await w.blocking.xread(
-                        {stream: self.last_id},
-                        count=s.calc_xread_count,
-                        block=s.calc_xread_block_ms,
-                    )
-                    batch = _xread_entries(reply)
-                cycles = self._apply_batch(batch)
-                cycles.extend(self._watchdog())
-                if cycles:
-                    await self._emit(cycles)
-            except RedisError as exc:
-                m.REDIS_ERRORS.labels(op="read").inc()
-                self.log.warning("stream_read_failed", error=repr(exc))
-                await self._sleep(0.2)
-            except Exception as exc:
-                self.log.exception("read_loop_error", error=repr(exc))
-                await self._sleep(0.5)
-
-    def _apply_batch(self, batch: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Cycle]:
-        cycles: list[Cycle] = []
-        if not batch:
-            return cycles
+    def apply_entries(
+        self, batch: list[tuple[bytes, dict[bytes, bytes]]], start: int, deadline: float
+    ) -> int:
+        """Apply ``batch[start:]`` until done or ``time.perf_counter()`` passes
+        ``deadline``; return the index to go on from. Cycles go to ``self.cycles``."""
         core = self.core
+        cycles = self.cycles
+        kinds = self.worker.kind_counts
+        perf = time.perf_counter
         gaps_before = core.counters.sequence_gaps
-        for stream_id, fields in batch:
-            self.last_id = stream_id
+        market_data = False
+        i = start
+        n = len(batch)
+        while i < n:
+            stream_id, fields = batch[i]
+            i += 1
             try:
                 entry = decode(fields)
             except WireFormatError as exc:
@@ -243,80 +217,158 @@ class SymbolRunner:
                 self.log.warning("entry_rejected", stream_id=stream_id.decode(), error=str(exc))
                 continue
             try:
-                cycles.extend(core.apply(entry))
+                got = core.apply(entry)
             except Exception as exc:  # a bug must cost one entry, not the symbol
                 m.APPLY_ERRORS.inc()
                 self.log.error("entry_apply_failed", stream_id=stream_id.decode(), error=repr(exc))
                 continue
-            m.ENTRIES_APPLIED.labels(kind=entry.kind).inc()
-            if entry.kind != "status":
-                self._last_arrival = time.monotonic()
-            m.STREAM_LAG.labels(symbol=self.symbol).set(max(0.0, time.time() - entry.recv_ns / 1e9))
+            if got:
+                cycles += got
+                self.worker.event_cycles += len(got)
+            kind = entry.kind
+            kinds[kind] = kinds.get(kind, 0) + 1
+            if kind != "status":
+                market_data = True
+            if perf() >= deadline:
+                break
+        if market_data:
+            self._last_arrival = time.monotonic()
         if core.counters.sequence_gaps > gaps_before:
             m.SEQUENCE_GAPS.inc(core.counters.sequence_gaps - gaps_before)
             self.log.warning("sequence_gap", total=core.counters.sequence_gaps)
-        m.CYCLES.labels(trigger="event").inc(len(cycles))
-        return cycles
+        if i == n:
+            # How far behind the stream this symbol's reading is: the wall time since
+            # the newest entry applied was appended (its id is Redis's clock in ms).
+            appended_ms = int(batch[-1][0].split(b"-", 1)[0])
+            self._lag.set(max(0.0, time.time() - appended_ms / 1000))
+        return i
 
-    def _watchdog(self) -> list[Cycle]:
+    def watchdog(self) -> None:
         """A silent feed still gets reports: advance the clock with wall time past a grace."""
         last_ns = self.core.last_event_ns
-        if last_ns is None or self._last_arrival is None:
-            return []
+        if last_ns is None or self._last_arrival is None or not self.active:
+            return
         silent_s = time.monotonic() - self._last_arrival
         grace_s = self.worker.settings.calc_stall_grace_ms / 1000
         if silent_s <= grace_s:
-            return []
+            return
         cycles = self.core.advance_to(last_ns + int((silent_s - grace_s) * 1e9))
-        m.CYCLES.labels(trigger="stall").inc(len(cycles))
-        return cycles
+        if cycles:
+            m.CYCLES.labels(trigger="stall").inc(len(cycles))
+            self.cycles += cycles
 
     # --- emission ---------------------------------------------------------------------
 
-    async def _emit(self, cycles: list[Cycle]) -> None:
+    def take_cycles(self) -> list[tuple[int, bytes]] | None:
+        """The pending cycles as (cycle ms, report JSON) to emit under the current lease,
+        or None if none may be emitted (no valid lease, or already published)."""
+        cycles, self.cycles = self.cycles, []
+        if not cycles:
+            return None
+        fast, slow = _CYCLE_FAST, _CYCLE_SLOW
         for c in cycles:
-            m.CYCLE_SECONDS.labels(cycle="fast").observe(c.fast_ns / 1e9)
+            fast.observe(c.fast_ns / 1e9)
             if c.slow_ns:
-                m.CYCLE_SECONDS.labels(cycle="slow").observe(c.slow_ns / 1e9)
-        m.DATA_AGE.labels(symbol=self.symbol).set(cycles[-1].report["data_age_ms"] / 1000)
+                slow.observe(c.slow_ns / 1e9)
+        self._age.set(cycles[-1].report["data_age_ms"] / 1000)
         lease = self.lease
         if not self.active or lease is None or not lease.is_valid():
-            self.cycles_suppressed += len(cycles)
-            m.CYCLES_SUPPRESSED.inc(len(cycles))
-            return
+            self.suppress(len(cycles))
+            return None
         floor = self.published_floor_ms
-        superseded = sum(1 for c in cycles if c.t_ns // MS <= floor)
-        if superseded:
-            self.cycles_suppressed += superseded
-            m.CYCLES_SUPPRESSED.inc(superseded)
-            cycles = [c for c in cycles if c.t_ns // MS > floor]
-            if not cycles:
+        node = self.worker.settings.node_id
+        token = lease.token
+        out = [
+            (c.t_ns // MS, orjson.dumps(with_writer(c.report, node, token)))
+            for c in cycles
+            if c.t_ns // MS > floor
+        ]
+        if len(out) < len(cycles):
+            self.suppress(len(cycles) - len(out))
+        return out or None
+
+    def suppress(self, count: int) -> None:
+        self.cycles_suppressed += count
+        m.CYCLES_SUPPRESSED.inc(count)
+
+
+_CYCLES_EVENT = m.CYCLES.labels(trigger="event")
+_CYCLE_FAST = m.CYCLE_SECONDS.labels(cycle="fast")
+_CYCLE_SLOW = m.CYCLE_SECONDS.labels(cycle="slow")
+
+
+class Emitter:
+    """Sends the workers' report candidates, in order, one pipeline per turn.
+
+    Readers hand over (runner, lease, candidates) and go on computing; the emitter
+    re-checks every lease right before sending (it may have lapsed meanwhile: those
+    cycles are dropped and counted as suppressed) and sends everything queued since its
+    last turn in one non-transactional pipeline. One emitter per worker, so each
+    symbol's candidates reach its partition stream in cycle order.
+    """
+
+    def __init__(self, worker: CalcWorker) -> None:
+        self.worker = worker
+        self._queue: list[tuple[SymbolRunner, HeldLease, list[tuple[int, bytes]]]] = []
+        self._wake = asyncio.Event()
+
+    def put(self, runner: SymbolRunner, lease: HeldLease, items: list[tuple[int, bytes]]) -> None:
+        self._queue.append((runner, lease, items))
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Wake the loop (to see ``stop``)."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        # Ends on ``stop`` too, not only on cancellation: a cancel that lands inside a
+        # redis-py call can be lost, and shutdown must not wait on this task forever.
+        while not stop.is_set():
+            await self._wake.wait()
+            self._wake.clear()
+            if stop.is_set():
                 return
+            queued, self._queue = self._queue, []
+            try:
+                await self.send(queued)
+            except Exception as exc:  # never let the emitter die
+                self.worker.log.exception("emit_error", error=repr(exc))
+
+    async def send(
+        self, queued: list[tuple[SymbolRunner, HeldLease, list[tuple[int, bytes]]]]
+    ) -> None:
         w = self.worker
-        node = w.settings.node_id
+        s = w.settings
+        node = s.node_id
+        maxlen = s.calc_candidates_maxlen
+        now = time.monotonic()
         pipe = w.client.pipeline(transaction=False)
-        for c in cycles:
-            body = orjson.dumps(with_writer(c.report, node, lease.token))
-            cand = Candidate(self.symbol, lease.token, node, c.t_ns // MS, body)
-            pipe.xadd(
-                self.candidates,
-                encode_candidate(cand),  # type: ignore[arg-type]
-                maxlen=w.settings.calc_candidates_maxlen,
-                approximate=True,
-            )
-        # Re-check right before sending: the lease may have lapsed while we computed.
-        if not self.active or not lease.is_valid():
-            self.cycles_suppressed += len(cycles)
-            m.CYCLES_SUPPRESSED.inc(len(cycles))
+        sent: list[tuple[SymbolRunner, int]] = []
+        for runner, lease, items in queued:
+            # Re-check right before sending: the lease may have lapsed since.
+            if not runner.active or runner.lease is not lease or not lease.is_valid(now):
+                runner.suppress(len(items))
+                continue
+            for t_ms, body in items:
+                cand = Candidate(runner.symbol, lease.token, node, t_ms, body)
+                pipe.xadd(
+                    runner.candidates,
+                    encode_candidate(cand),  # type: ignore[arg-type]
+                    maxlen=maxlen,
+                    approximate=True,
+                )
+            sent.append((runner, len(items)))
+        if not sent:
             return
         try:
             await pipe.execute()
         except RedisError as exc:
             m.REDIS_ERRORS.labels(op="emit").inc()
-            self.log.warning("emit_failed", error=repr(exc), cycles=len(cycles))
+            w.log.warning("emit_failed", error=repr(exc), cycles=sum(k for _, k in sent))
             return
-        self.candidates_emitted += len(cycles)
-        m.CANDIDATES.inc(len(cycles))
+        for runner, count in sent:
+            runner.candidates_emitted += count
+        m.CANDIDATES.inc(sum(k for _, k in sent))
 
 
 class CalcWorker:
@@ -331,8 +383,10 @@ class CalcWorker:
             settings, blocking_ms=settings.calc_xread_block_ms + 1000
         )
         self.scripts = Scripts(self.client)
+        #: Lease calls of one event-loop turn share a round trip (``leasing.py``).
+        self.lease_scripts = BatchedScripts(self.client)
         self.leases = LeaseClient(
-            self.scripts,
+            self.lease_scripts,
             settings.node_id,
             settings.calc_lease_ttl_ms,
             settings.calc_lease_margin_ms,
@@ -340,6 +394,15 @@ class CalcWorker:
         self.membership = Membership(self.client, self.scripts, settings.node_id)
         self.runners: dict[str, SymbolRunner] = {}
         self.assignment_version: int | None = None
+        #: On one Redis a single reader for every symbol; on a cluster one per hash slot.
+        self.cluster = isinstance(self.client, RedisCluster)
+        self.readers: dict[int, StreamReader] = {}
+        self.slicer = Slicer(settings.calc_slice_ms / 1000)
+        self.emitter = Emitter(self)
+        #: Entries applied per kind and event-driven cycles, since the last metrics flush.
+        self.kind_counts: dict[str, int] = {}
+        self.event_cycles = 0
+        self._stop: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         #: Runners being stopped (kept so shutdown waits for their lease release).
         self._stopping: set[asyncio.Task[None]] = set()
@@ -351,20 +414,88 @@ class CalcWorker:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then shut down cleanly."""
         self.log.info("calc_started", settings=self.settings.model_dump(exclude={"redis_url"}))
+        self._stop = stop
         self._tasks = [
             asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
             asyncio.create_task(self._assignment_loop(stop), name="assignment"),
+            asyncio.create_task(self.emitter.run(stop), name="emitter"),
+            asyncio.create_task(self._renew_loop(stop), name="lease-renewals"),
         ]
+        # What exists now (settings, clients, Nautilus-free imports) lives as long as the
+        # process: keep the collector off it. Symbol state is mostly numpy arrays and
+        # int dicts (not tracked); the young generation is collected less often, as most
+        # short-lived objects (reports) are freed by reference counting.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         await stop.wait()
         await self.shutdown()
+
+    # --- reading and applying ---------------------------------------------------------
+
+    def _reader_for(self, runner: SymbolRunner) -> StreamReader:
+        slot = key_slot(runner.stream_key) if self.cluster else -1
+        reader = self.readers.get(slot)
+        if reader is None or reader.task is None or reader.task.done():
+            name = f"slot-{slot}" if self.cluster else "all"
+            reader = self.readers[slot] = StreamReader(self, name)
+            assert self._stop is not None, "readers start once the worker runs"
+            reader.start(self._stop)
+            reader_task = reader.task
+            assert reader_task is not None
+
+            def done(_: object, slot: int = slot, reader: StreamReader = reader) -> None:
+                if self.readers.get(slot) is reader:
+                    del self.readers[slot]
+
+            reader_task.add_done_callback(done)
+        return reader
+
+    async def apply(
+        self, batches: list[tuple[SymbolRunner, Any]], members: list[SymbolRunner]
+    ) -> None:
+        """Apply one read's entries in slices; hand the cycles to the emitter as it goes."""
+        async with self.slicer as slicer:
+            for runner, batch in batches:
+                i, n = 0, len(batch)
+                while i < n and runner.active:
+                    i = runner.apply_entries(batch, i, slicer.deadline)
+                    if slicer.due():
+                        self._hand_over()
+                        await slicer.pause()
+            for runner in members:
+                runner.watchdog()
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Cycles computed so far -> the emitter; entry counts -> the metrics."""
+        for runner in self.runners.values():
+            if runner.cycles:
+                lease = runner.lease
+                items = runner.take_cycles()
+                if items and lease is not None:
+                    self.emitter.put(runner, lease, items)
+        if self.kind_counts:
+            for kind, count in self.kind_counts.items():
+                m.ENTRIES_APPLIED.labels(kind=kind).inc(count)
+            self.kind_counts = {}
+        if self.event_cycles:
+            _CYCLES_EVENT.inc(self.event_cycles)
+            self.event_cycles = 0
 
     async def shutdown(self) -> None:
         self.log.info("calc_stopping", symbols=sorted(self.runners))
         for r in self.runners.values():
             r.active = False  # stop emitting everywhere first
-        for task in self._tasks:
+        readers = [r.task for r in self.readers.values() if r.task is not None]
+        tasks = [*self._tasks, *readers]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.emitter.wake()
+        # Bounded: a task whose cancel got lost must not hold up the lease releases.
+        _, stuck = await asyncio.wait(tasks, timeout=2.0)
+        if stuck:
+            self.log.warning("tasks_not_stopped", tasks=sorted(t.get_name() for t in stuck))
         await asyncio.gather(
             *(r.stop() for r in self.runners.values()), *self._stopping, return_exceptions=True
         )
@@ -379,9 +510,44 @@ class CalcWorker:
         await self.blocking.aclose()
         self.log.info("calc_stopped")
 
-    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
-        s = self.settings
+    async def _renew_loop(self, stop: asyncio.Event) -> None:
+        """Renew every held lease each third of the TTL, all in one round trip."""
+        interval = self.settings.lease_renew_s
+        # Fixed rate, timed from each round's start: a validity counts from when its
+        # renewal was sent, so a slow round must not push the next one later.
+        due = time.monotonic() + interval
         while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, due - time.monotonic()))
+            due = time.monotonic() + interval
+            held = [(r, r.lease) for r in self.runners.values() if r.active and r.lease]
+            if not held:
+                continue
+            results = await asyncio.gather(
+                *(self.leases.renew(lease) for _, lease in held), return_exceptions=True
+            )
+            failed = 0
+            for (runner, lease), ok in zip(held, results, strict=True):
+                if isinstance(ok, BaseException):
+                    failed += 1  # kept: its validity runs out unless the next round works
+                elif ok:
+                    m.LEASE_RENEWALS.inc()
+                else:
+                    runner.lease_lost(lease)
+            if failed:
+                m.REDIS_ERRORS.labels(op="lease").inc(failed)
+                self.log.warning("lease_renewals_failed", count=failed, of=len(held))
+
+    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        """Membership heartbeats, from their own task: the readers yield the loop every
+        slice (``C8_CALC_SLICE_MS``), so a busy worker still beats on time."""
+        s = self.settings
+        last: float | None = None
+        while not stop.is_set():
+            started = time.monotonic()
+            if last is not None:
+                m.HEARTBEAT_INTERVAL.observe(started - last)
+            last = started
             try:
                 await self.membership.heartbeat()
                 m.HEARTBEATS.inc()
@@ -452,6 +618,8 @@ class CalcWorker:
         for symbol in sorted(current - mine):
             runner = self.runners.pop(symbol)
             self.log.info("symbol_unassigned", symbol=symbol)
+            for reader in list(self.readers.values()):
+                reader.remove(runner)
             # Its own task: a cancelled reconcile (shutdown) must not skip the release.
             stopping = asyncio.create_task(runner.stop())
             self._stopping.add(stopping)
@@ -466,5 +634,6 @@ class CalcWorker:
             self.runners[symbol] = runner
             self.log.info("symbol_assigned", symbol=symbol, venue=venue, size_unit=size_unit)
             runner.start()
+            self._reader_for(runner).add(runner)
         m.SYMBOLS_ASSIGNED.set(len(self.runners))
         self.update_owned()
