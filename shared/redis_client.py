@@ -59,6 +59,7 @@ def make_redis(settings: ServiceSettings, *, blocking_ms: int = 0) -> RedisClien
         "retry_on_error": [RedisConnectionError, RedisTimeoutError],
         "health_check_interval": 0,
         "decode_responses": False,
+        "max_connections": settings.redis_max_connections,
     }
     url = settings.redis_url
     if not is_cluster_url(url):

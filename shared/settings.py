@@ -30,6 +30,10 @@ class ServiceSettings(BaseSettings):
     redis_socket_timeout_s: float = Field(default=1.0, gt=0)
     redis_connect_timeout_s: float = Field(default=1.0, gt=0)
     redis_retries: int = Field(default=2, ge=0, le=10)
+    #: Connections a client may open (per server on a cluster). redis-py 8 caps a pool at
+    #: 100 by default and fails calls beyond it (MaxConnectionsError): ingest's per-symbol
+    #: claim renewals for 100+ symbols then failed and the claims were lost.
+    redis_max_connections: int = Field(default=4096, gt=0)
     node_id: str = Field(default_factory=default_node_id, min_length=1)
     metrics_port: int = Field(default=0, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
