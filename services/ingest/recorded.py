@@ -8,11 +8,11 @@
 
 from __future__ import annotations
 
-import queue
 import re
 import threading
 import zipfile
 import zlib
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, NamedTuple, TypeVar
@@ -89,8 +89,11 @@ class RecordedFile:
 
 
 #: Compressed bytes read at a time: large enough that zlib and ``bytes.split`` (C) do
-#: the per-line work, instead of ``GzipFile.readline`` (Python) once per line.
-GZIP_CHUNK = 1 << 18
+#: the per-line work, instead of ``GzipFile.readline`` (Python) once per line; small
+#: enough that a replay of hundreds of files holds little (a chunk inflates ~10x, and
+#: each file holds ``GZIP_AHEAD`` of them plus the one being read: ~2 MB per file).
+GZIP_CHUNK = 1 << 16
+GZIP_AHEAD = 2
 
 
 def gzip_lines(fileobj: IO[bytes], chunk: int = GZIP_CHUNK) -> Iterator[bytes]:
@@ -102,7 +105,7 @@ def gzip_lines(fileobj: IO[bytes], chunk: int = GZIP_CHUNK) -> Iterator[bytes]:
     moves off the event loop's core).
     """
     tail = b""
-    for out in prefetched(_inflated(fileobj, chunk), depth=4):
+    for out in prefetched(_inflated(fileobj, chunk), depth=GZIP_AHEAD):
         lines = (tail + out).split(b"\n")
         tail = lines.pop()
         yield from lines
@@ -131,20 +134,24 @@ def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
     """``items``, produced up to ``depth`` ahead by a daemon thread.
 
     An exception in the producer is raised here, in order. Closing this generator
-    early (the consumer stops) stops the producer at its next item.
+    early (the consumer stops) stops the producer at its next item. Producer and
+    consumer wait on one condition, woken only by each other (no polling: a replay of
+    hundreds of files has as many producers, most of them waiting on a full buffer).
     """
-    handoff: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+    buffer: deque[Any] = deque()
+    ready = threading.Condition()
+    stopped = False
 
     def offer(item: Any) -> bool:
         """Hand ``item`` over; False once the consumer has stopped."""
-        while not stop.is_set():
-            try:
-                handoff.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        with ready:
+            while len(buffer) >= depth and not stopped:
+                ready.wait()
+            if stopped:
+                return False
+            buffer.append(item)
+            ready.notify_all()
+            return True
 
     def produce() -> None:
         try:
@@ -158,12 +165,21 @@ def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
     thread = threading.Thread(target=produce, name="recorded-prefetch", daemon=True)
     thread.start()
     try:
-        while (item := handoff.get()) is not _DONE:
+        while True:
+            with ready:
+                while not buffer:
+                    ready.wait()
+                item = buffer.popleft()
+                ready.notify_all()
+            if item is _DONE:
+                break
             if isinstance(item, BaseException):
                 raise item
             yield item
     finally:
-        stop.set()
+        with ready:
+            stopped = True
+            ready.notify_all()
 
 
 def _safe_lines(stream: Any) -> Iterator[bytes]:
