@@ -59,8 +59,6 @@ class Slicer:
         self.slice_s = slice_s
         self._lock = asyncio.Lock()
         self._until = 0.0
-        #: Pauses taken (tests; how often work had to be cut).
-        self.pauses = 0
 
     async def __aenter__(self) -> Slicer:
         await self._lock.acquire()
@@ -80,7 +78,6 @@ class Slicer:
 
     async def pause(self) -> None:
         """Yield the loop (and the slicer) once; then a fresh slice."""
-        self.pauses += 1
         m.SLICE_PAUSES.inc()
         self._lock.release()
         try:

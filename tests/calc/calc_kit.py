@@ -6,14 +6,20 @@ data/README.md (snapshot, then the held and later diffs, pu chain).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import gzip
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
+
+from services.calc.settings import Settings
+from services.calc.worker import CalcWorker
 from shared.wire import Entry
 from tests.support.polling import apoll
 
@@ -162,3 +168,16 @@ SESSIONS: dict[str, list[Path]] = {
     "spot-btc": SPOT_BTC,
     "coinm-btc": COINM_BTC,
 }
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, stop_within_s: float = 10.0) -> AsyncIterator[CalcWorker]:
+    """A calc worker running in this loop; it must stop within ``stop_within_s``."""
+    stop = asyncio.Event()
+    worker = CalcWorker(settings, structlog.get_logger().bind(test=True))
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        yield worker
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, stop_within_s)

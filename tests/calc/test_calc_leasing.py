@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
-import structlog
 from redis.exceptions import ResponseError
 
 from services.calc import metrics as m
 from services.calc.leasing import BatchedScripts
 from services.calc.settings import Settings
-from services.calc.worker import CalcWorker
 from shared import keys
 from shared.lease import LeaseClient
-from tests.calc.calc_kit import wait_for
+from tests.calc.calc_kit import running, wait_for
 
 SYMBOLS = [f"S{i}USDT" for i in range(8)]
 
@@ -48,18 +44,6 @@ async def test_calls_of_one_turn_share_a_pipeline_and_get_their_own_replies(
     assert isinstance(results[0], ResponseError) and results[1] is True
     assert scripts.rounds == 3
     await client.aclose()
-
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[CalcWorker]:
-    stop = asyncio.Event()
-    worker = CalcWorker(settings, structlog.get_logger().bind(test=True))
-    task = asyncio.create_task(worker.run(stop))
-    try:
-        yield worker
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
 
 
 def _renewals() -> float:

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -26,23 +25,11 @@ from services.calc.worker import CalcWorker, SymbolRunner
 from shared import keys
 from shared.candidate import decode_candidate
 from shared.wire import Entry, encode
-from tests.calc.calc_kit import session_entries, wait_for
+from tests.calc.calc_kit import running, session_entries, wait_for
 from tests.support.candidates import stream_of
 
 SYMBOLS = ("AAAUSDT", "BBBUSDT", "CCCUSDT", "DDDUSDT", "EEEUSDT", "FFFUSDT")
 MS = 1_000_000
-
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[CalcWorker]:
-    stop = asyncio.Event()
-    worker = CalcWorker(settings, structlog.get_logger().bind(test=True))
-    task = asyncio.create_task(worker.run(stop))
-    try:
-        yield worker
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
 
 
 async def _assign(r: aioredis.Redis, owners: dict[str, str]) -> None:
@@ -53,6 +40,17 @@ async def _assign(r: aioredis.Redis, owners: dict[str, str]) -> None:
 
 def _fields(e: Entry) -> dict[bytes, bytes]:
     return encode(e.payload, e.event_ns, e.recv_ns)
+
+
+def _applied(worker: CalcWorker, symbol: str, count: int) -> bool:
+    """``symbol`` is assigned to ``worker``, which has applied ``count`` of its entries."""
+    runner = worker.runners.get(symbol)
+    return runner is not None and runner.core.counters.entries == count
+
+
+def _pauses() -> float:
+    """Slice pauses so far, in this process (``context8_calc_slice_pauses_total``)."""
+    return float(m.SLICE_PAUSES._value.get())
 
 
 async def _candidates(r: aioredis.Redis, symbol: str) -> list[Any]:
@@ -153,10 +151,7 @@ async def test_a_join_interrupts_a_blocking_read(aredis: aioredis.Redis, redis_u
         await wait_for(lambda: reader.reads >= 1, timeout=10, what="a blocking read")
         await _assign(aredis, {"BBBUSDT": "calc-a"})
         await wait_for(
-            lambda: (
-                "BBBUSDT" in worker.runners
-                and worker.runners["BBBUSDT"].core.counters.entries == len(entries)
-            ),
+            lambda: _applied(worker, "BBBUSDT", len(entries)),
             timeout=20,
             what="the joining symbol's backlog applied",
         )
@@ -193,15 +188,15 @@ async def test_work_is_cut_into_slices_that_let_other_tasks_run(redis_url: str) 
 
         spin = asyncio.create_task(probe())
         await asyncio.sleep(0)
-        before = turns
+        before, pauses_before = turns, _pauses()
         await worker.apply([(runner, batch)], [runner])
-        during = turns - before
+        during, pauses = turns - before, _pauses() - pauses_before
         spin.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await spin
         await worker.client.aclose()
         await worker.blocking.aclose()
-        return during, worker.slicer.pauses, runner
+        return during, int(pauses), runner
 
     during, pauses, runner = await burst(slice_ms=1)
     assert runner.core.counters.entries == len(entries)
@@ -230,10 +225,7 @@ async def test_stream_lag_is_the_age_of_the_newest_entry_read(
     async with running(settings) as worker:
         await _assign(aredis, {"BTCUSDT": "calc-a"})
         await wait_for(
-            lambda: (
-                "BTCUSDT" in worker.runners
-                and worker.runners["BTCUSDT"].core.counters.entries == len(entries)
-            ),
+            lambda: _applied(worker, "BTCUSDT", len(entries)),
             timeout=10,
             what="entries applied",
         )
@@ -262,7 +254,7 @@ async def test_a_busy_worker_keeps_beating(aredis: aioredis.Redis, redis_url: st
         await wait_for(
             lambda: aredis.zscore(keys.NODES, "calc-a"), timeout=10, what="the first heartbeat"
         )
-        beats = m.HEARTBEATS._value.get()
+        beats, pauses = m.HEARTBEATS._value.get(), _pauses()
         await _assign(aredis, dict.fromkeys(SYMBOLS, "calc-a"))
         await wait_for(lambda: len(worker.runners) == len(SYMBOLS), timeout=10, what="runners")
         runners = list(worker.runners.values())
@@ -275,6 +267,6 @@ async def test_a_busy_worker_keeps_beating(aredis: aioredis.Redis, redis_url: st
             return done
 
         await wait_for(caught_up, timeout=60, interval=0.005, what="the backlog applied")
-        assert worker.slicer.pauses > 0
+        assert _pauses() > pauses
         # Heartbeats went out while the backlog (18,000 entries) was being applied.
         assert beats_during and beats_during[-1] >= 2, beats_during[-5:]

@@ -2,45 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-import structlog
 
 from services.calc.analytics import replay
 from services.calc.settings import Settings
-from services.calc.worker import CalcWorker
 from shared import keys
 from shared.candidate import decode_candidate
 from shared.report import ns_from_iso_utc, schema_errors
 from shared.wire import Entry, SnapPayload, TradePayload, encode
-from tests.calc.calc_kit import session_entries, wait_for
+from tests.calc.calc_kit import running, session_entries, wait_for
 from tests.support.candidates import stream_of
 
 SYMBOL = "BTCUSDT"
 MS = 1_000_000
 
 
+#: A worker stops within this (SIGTERM path: lease releases, leave).
+STOP_WITHIN_S = 5.0
+
+
 def _settings(redis_url: str, node: str, **extra: Any) -> Settings:
     return Settings(redis_url=redis_url, node_id=node, **extra)
-
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[CalcWorker]:
-    stop = asyncio.Event()
-    worker = CalcWorker(settings, structlog.get_logger().bind(test=True))
-    task = asyncio.create_task(worker.run(stop))
-    try:
-        yield worker
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 5)
 
 
 async def _write(r: aioredis.Redis, entries: list[Entry], symbol: str = SYMBOL) -> list[bytes]:
@@ -71,7 +58,9 @@ async def test_worker_emits_fenced_candidates_like_replay_and_stops_without_leas
     expected = list(replay(entries, SYMBOL, "BINANCE", node_id="calc-a", token=1))
     assert len(expected) > 50
     # A long stall grace: this test wants exactly the event-driven cycles.
-    async with running(_settings(redis_url, "calc-a", calc_stall_grace_ms=600_000)) as worker:
+    async with running(
+        _settings(redis_url, "calc-a", calc_stall_grace_ms=600_000), STOP_WITHIN_S
+    ) as worker:
         await _assign(aredis, SYMBOL, "calc-a")
         # Lease first, data second: every cycle is then emitted (none suppressed). The
         # runner's own view of the lease, not the key: it is set one round trip later.
@@ -125,7 +114,9 @@ async def test_unassigned_symbol_releases_its_lease_at_once(
     aredis: aioredis.Redis, redis_url: str
 ) -> None:
     await _write(aredis, list(session_entries("usdm-btc")[:200]))
-    async with running(_settings(redis_url, "calc-a", calc_lease_ttl_ms=30_000)) as worker:
+    async with running(
+        _settings(redis_url, "calc-a", calc_lease_ttl_ms=30_000), STOP_WITHIN_S
+    ) as worker:
         await _assign(aredis, SYMBOL, "calc-a")
         await wait_for(lambda: aredis.get(keys.lease(SYMBOL)), timeout=5, what="lease")
         started = time.monotonic()
@@ -144,7 +135,9 @@ async def test_malformed_entries_are_counted_and_skipped(
     aredis: aioredis.Redis, redis_url: str
 ) -> None:
     entries = list(session_entries("usdm-btc")[:400])
-    async with running(_settings(redis_url, "calc-a", calc_stall_grace_ms=600_000)) as worker:
+    async with running(
+        _settings(redis_url, "calc-a", calc_stall_grace_ms=600_000), STOP_WITHIN_S
+    ) as worker:
         await _assign(aredis, SYMBOL, "calc-a")
         # The entries arrive once the worker holds the lease: cycles computed before it
         # are (rightly) not emitted, and the lease and the reader start concurrently.
@@ -181,7 +174,9 @@ async def test_takeover_starts_at_the_checkpoint(aredis: aioredis.Redis, redis_u
     await aredis.set(keys.checkpoint("ETHUSDT"), ckpt_id)
     trades = [e for e in entries[700:] if isinstance(e.payload, TradePayload)]
     await _write(aredis, trades, "ETHUSDT")
-    async with running(_settings(redis_url, "calc-a", calc_stall_grace_ms=600_000)) as worker:
+    async with running(
+        _settings(redis_url, "calc-a", calc_stall_grace_ms=600_000), STOP_WITHIN_S
+    ) as worker:
         await _assign(aredis, "ETHUSDT", "calc-a")
         await wait_for(lambda: "ETHUSDT" in worker.runners, timeout=5, what="runner")
         runner = worker.runners["ETHUSDT"]
@@ -208,7 +203,7 @@ async def test_stalled_feed_keeps_reporting_with_growing_age(
         ],
     )
     settings = _settings(redis_url, "calc-a", calc_stall_grace_ms=200)
-    async with running(settings):
+    async with running(settings, STOP_WITHIN_S):
         await _assign(aredis, SYMBOL, "calc-a")
         got = await wait_for(lambda: _aged(aredis, 1_200), timeout=10, what="aged reports")
         wall_ms = time.time_ns() // MS
