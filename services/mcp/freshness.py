@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from shared.health import reaged
 from shared.report import iso_utc_from_ns
 
 Status = Literal["ok", "degraded", "down"]
@@ -62,7 +63,11 @@ def serve_report(
     """A copy of ``report`` with its freshness recomputed for a reader at ``now_ms``.
 
     - ``data_age_ms`` = stored ``data_age_ms`` + time since the write.
-    - ``ingestion.status`` = the worse of the stored status and the write-age status.
+    - ``ingestion.status`` = the worse of the stored status and the write-age status;
+      when the write age made it worse, ``ingestion.feed``/``book`` become ``unknown``
+      and ``ingestion.reason`` says why.
+    - ``health``: freshness component recomputed for the served data age, score capped
+      by the served status (``shared.health``: degraded <= 50, down = 0).
     - extra fields ``served_at`` (ISO UTC of ``now_ms``) and ``report_write_age_ms``
       (ms since the publisher wrote the report; null when the write time is unknown,
       in which case the report is served ``down``).
@@ -73,12 +78,28 @@ def serve_report(
     served = dict(report)
     stored_ingestion = report.get("ingestion")
     ingestion = dict(stored_ingestion) if isinstance(stored_ingestion, dict) else {}
-    ingestion["status"] = worse(str(ingestion.get("status")), write_age_status(age, policy))
+    stored_status = str(ingestion.get("status"))
+    late = write_age_status(age, policy)
+    status = worse(stored_status, late)
+    ingestion["status"] = status
     ingestion.setdefault("last_update", None)
+    if status != stored_status and late == status:
+        # Downgraded here: the report was not rewritten, so what it said about the feed
+        # and the book is no longer known; no field may keep saying "ok".
+        ingestion["feed"] = "unknown"
+        ingestion["book"] = "unknown"
+        ingestion["reason"] = (
+            "report not rewritten since it was written (publisher, calc or ingest stopped?)"
+            if age is None
+            else f"report not rewritten for {age} ms (publisher, calc or ingest stopped?)"
+        )
     served["ingestion"] = ingestion
     stored_age = report.get("data_age_ms")
     base_age = stored_age if isinstance(stored_age, int) and stored_age >= 0 else 0
     served["data_age_ms"] = base_age + (age or 0)
+    health = reaged(report.get("health"), served["data_age_ms"], status)
+    if health is not None:
+        served["health"] = health
     served["served_at"] = iso_utc_from_ns(now_ms * 1_000_000)
     served["report_write_age_ms"] = age
     return served

@@ -87,11 +87,44 @@ def test_serving_does_not_modify_the_stored_report_and_keeps_other_fields() -> N
     before = copy.deepcopy(report)
     served = serve_report(report, WRITTEN, WRITTEN + 20_000, POLICY)
     assert report == before
-    changed = {"data_age_ms", "ingestion", "served_at", "report_write_age_ms"}
+    changed = {"data_age_ms", "ingestion", "served_at", "report_write_age_ms", "health"}
     assert {k: v for k, v in served.items() if k not in changed} == {
         k: v for k, v in before.items() if k not in changed
     }
     assert served["ingestion"]["last_update"] == before["ingestion"]["last_update"]
+
+
+@pytest.mark.parametrize(
+    ("write_age", "status", "cap"),
+    [(1_000, "ok", 100), (5_000, "degraded", 50), (20_000, "down", 0)],
+)
+def test_every_served_field_agrees_with_the_served_status(
+    write_age: int, status: str, cap: int
+) -> None:
+    """A report served degraded/down at read time (not rewritten) must not keep a full
+    health score or say its feed and book are ok (the issue's defect: down with 100)."""
+    report = make_report(updated_at_ms=WRITTEN, data_age_ms=100)
+    report["ingestion"].update(feed="ok", book="ok")
+    report["health"] = {
+        "score": 100,
+        "components": [
+            {"metric": "freshness", "score": 100},
+            {"metric": "book_integrity", "score": 100},
+            {"metric": "spread", "score": 100},
+        ],
+    }
+    served = serve_report(report, WRITTEN, WRITTEN + write_age, POLICY)
+    assert served["ingestion"]["status"] == status
+    assert served["health"]["score"] <= cap
+    freshness = next(c for c in served["health"]["components"] if c["metric"] == "freshness")
+    if status == "ok":
+        assert served["health"]["score"] == 100 and served["ingestion"]["feed"] == "ok"
+        assert "reason" not in served["ingestion"]
+    else:
+        assert freshness["score"] < 100
+        assert served["ingestion"]["feed"] == "unknown" and served["ingestion"]["book"] == "unknown"
+        assert str(write_age) in served["ingestion"]["reason"]
+    assert schema_errors(served) == []
 
 
 @given(

@@ -23,6 +23,7 @@ from services.calc.analytics.fields import (
 from services.calc.analytics.scheduler import CycleClock
 from services.calc.analytics.slow import SlowParams, SlowState
 from services.calc.analytics.trades import DAY_NS, MAX_BLOCKS, SEC, TradeWindows
+from shared.health import DEGRADED_AGE_MS
 from shared.report import SCHEMA_VERSION, iso_utc_from_ns
 from shared.wire import (
     DeltaPayload,
@@ -34,6 +35,11 @@ from shared.wire import (
 )
 
 MS = 1_000_000
+
+#: Feed states and book conditions that claim live data: shown as "silent" / "stale"
+#: once the data is older than the degraded limit.
+_LIVE = frozenset({"ok", "degraded"})
+_LIVE_BOOK = frozenset({"ok", "feed_degraded"})
 
 
 @dataclass(frozen=True)
@@ -199,6 +205,7 @@ class SymbolCore:
         last_ns = self.last_event_ns
         age_ms = None if last_ns is None else max(0, (t - last_ns) // MS)
         condition = book_condition(book, self.feed_state)
+        fresh = age_ms is not None and age_ms <= DEGRADED_AGE_MS
         tob = top_of_book(book)
         st = trades.stats()
         pp = trades.pp or 0
@@ -221,8 +228,10 @@ class SymbolCore:
             "ingestion": {
                 "status": ingestion_status(condition, age_ms),
                 "last_update": None if last_ns is None else iso_utc_from_ns(last_ns),
-                "book": condition,
-                "feed": self.feed_state,
+                # Data older than the degraded limit: the last word of the feed or the
+                # book is no longer news, and the report must not say "ok" beside it.
+                "book": condition if fresh or condition not in _LIVE_BOOK else "stale",
+                "feed": self.feed_state if fresh or self.feed_state not in _LIVE else "silent",
             },
             "last_price": None if trades.last_price is None else trades.last_price / pscale,
             "change_24h_pct": change,

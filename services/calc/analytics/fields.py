@@ -11,17 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.calc.analytics.book import BookState, L2Book, Level
+from shared import health as health_rules
+from shared.health import DEGRADED_AGE_MS, DOWN_AGE_MS
 
-#: ingestion.status thresholds on data age (ms).
-DEGRADED_AGE_MS = 5_000
-DOWN_AGE_MS = 30_000
-
-#: Health: component weights (sum 1) and scoring ranges.
-HEALTH_WEIGHTS: dict[str, float] = {"freshness": 0.4, "book_integrity": 0.4, "spread": 0.2}
-FRESH_FULL_MS = 1_000  # age at or below: freshness 100
-FRESH_ZERO_MS = DOWN_AGE_MS  # age at or above: freshness 0
-SPREAD_FULL_BPS = 5.0  # spread at or below: spread score 100
-SPREAD_ZERO_BPS = 100.0  # spread at or above: spread score 0
 #: book_integrity score per book condition.
 INTEGRITY_SCORE: dict[str, int] = {
     "ok": 100,
@@ -120,24 +112,8 @@ def ingestion_status(condition: str, age_ms: int | None) -> str:
     return "ok"
 
 
-def _linear_score(value: float, full_at: float, zero_at: float) -> int:
-    if value <= full_at:
-        return 100
-    if value >= zero_at:
-        return 0
-    return round(100 * (zero_at - value) / (zero_at - full_at))
-
-
 def health(condition: str, age_ms: int | None, spread_bps: float | None) -> dict[str, Any]:
-    """Weighted score 0-100 with its components (freshness, book_integrity, spread)."""
-    fresh = 0 if age_ms is None else _linear_score(age_ms, FRESH_FULL_MS, FRESH_ZERO_MS)
-    integrity = INTEGRITY_SCORE[condition]
-    spread = (
-        0 if spread_bps is None else _linear_score(spread_bps, SPREAD_FULL_BPS, SPREAD_ZERO_BPS)
-    )
-    parts = {"freshness": fresh, "book_integrity": integrity, "spread": spread}
-    score = round(sum(HEALTH_WEIGHTS[k] * v for k, v in parts.items()))
-    return {
-        "score": max(0, min(100, score)),
-        "components": [{"metric": k, "score": v} for k, v in parts.items()],
-    }
+    """Weighted score 0-100 with its components (freshness, book_integrity, spread),
+    capped by the status the same inputs give (``shared.health``)."""
+    status = ingestion_status(condition, age_ms)
+    return health_rules.health(INTEGRITY_SCORE[condition], age_ms, spread_bps, status)
