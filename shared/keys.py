@@ -83,6 +83,24 @@ def lease(symbol: str) -> str:
     return _tagged("lease", symbol)
 
 
+def history(symbol: str) -> str:
+    """Bounded stream: the report's history at 1 s resolution (written by the fenced
+    publish script only, so no stale writer can add to it)."""
+    return _tagged("hist", symbol)
+
+
+def history_coarse(symbol: str) -> str:
+    """Bounded stream: the report's history at 1 min resolution (same writer)."""
+    return _tagged("hist1m", symbol)
+
+
+def report_updates(symbol: str) -> str:
+    """Sharded pub/sub channel (``SPUBLISH``, same slot as the symbol's keys): the fenced
+    publish script announces every accepted report write here; the message is the
+    write's ``updated_at`` (wall-clock ms, ASCII decimal)."""
+    return _tagged("updated", symbol)
+
+
 def audit(symbol: str) -> str:
     """Bounded stream: one entry per accepted report write (token, node, event time)."""
     return _tagged("audit", symbol)

@@ -7,15 +7,17 @@ writer as the candidate, and stamps ``updatedAt`` with the wall-clock write time
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
 
 import orjson
 
 from services.publisher.schema_check import Check, compile_schema
+from shared import keys
 from shared.candidate import Candidate, decode_candidate
 from shared.errors import WireFormatError
+from shared.history import HISTORY_COARSE_MAXLEN, HISTORY_MAXLEN
 from shared.report import SCHEMA_VERSION, report_schema, schema_errors
 
 #: Why a candidate was not written (the ``reason`` label of rejected_total).
@@ -34,6 +36,8 @@ class Ready:
     entry_id: bytes
     candidate: Candidate
     report_json: bytes
+    #: The parsed report (the history row is projected from it: shared/history.py).
+    report: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ def prepare(
         errors = report_errors(report) + _consistency_errors(report, candidate)
         if errors:
             return Rejected(entry_id, "invalid", "; ".join(errors[:5]), candidate.symbol)
-    return Ready(entry_id, candidate, stamped(candidate.report_json, now_ms, report))
+    return Ready(entry_id, candidate, stamped(candidate.report_json, now_ms, report), report)
 
 
 #: How calc's report JSON starts (``updatedAt`` is the second key, 0 until published).
@@ -110,3 +114,39 @@ def stamped(raw: bytes, now_ms: int, report: dict[str, Any]) -> bytes:
     if raw.startswith(_HEAD):
         return _STAMPED_HEAD % now_ms + raw[len(_HEAD) :]
     return orjson.dumps(report)
+
+
+def write_keys(symbol: str) -> list[str]:
+    """The keys of one ``fenced_publish.lua`` call, all in ``symbol``'s slot: token, report,
+    audit, 1 s history, 1 min history, update channel."""
+    return [
+        keys.token(symbol),
+        keys.report(symbol),
+        keys.audit(symbol),
+        keys.history(symbol),
+        keys.history_coarse(symbol),
+        keys.report_updates(symbol),
+    ]
+
+
+def write_args(
+    token: int,
+    event_ms: int,
+    node: str,
+    report_json: bytes | str,
+    write_ms: int,
+    audit_maxlen: int,
+    history_row: bytes = b"",
+) -> list[Any]:
+    """The arguments of one ``fenced_publish.lua`` call (``history_row`` b"": no row)."""
+    return [
+        token,
+        event_ms,
+        node,
+        report_json,
+        write_ms,
+        audit_maxlen,
+        history_row,
+        HISTORY_MAXLEN,
+        HISTORY_COARSE_MAXLEN,
+    ]

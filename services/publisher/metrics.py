@@ -46,6 +46,16 @@ class PublisherMetrics:
             buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
             registry=registry,
         )
+        self.history_rows = Counter(
+            p + "history_rows",
+            "History rows appended with accepted writes (1 s and 1 min streams together).",
+            registry=registry,
+        )
+        self.history_errors = Counter(
+            p + "history_errors",
+            "Accepted writes whose history append failed (a stream ahead of the report).",
+            registry=registry,
+        )
         self.pending = Gauge(
             p + "pending",
             "Entries delivered to the group but not yet acked, per partition this publisher reads.",

@@ -5,8 +5,9 @@ reader task per partition it holds. A reader first claims every entry still pend
 the partition's consumer group (delivered to a publisher that died, or to this one
 before a failed write), then reads new ones. Each batch: XREADGROUP -> ``core.prepare``
 per entry -> one pipeline of ``fenced_publish.lua`` calls (each touches ONE symbol's
-token/report/audit keys) -> XACK of every entry with a definite outcome. An entry whose
-write failed on a Redis error stays pending and is read again (``0``) before new ones.
+token/report/audit/history keys and announces the write on its channel) -> XACK of every
+entry with a definite outcome. An entry whose write failed on a Redis error stays pending
+and is read again (``0``) before new ones.
 """
 
 from __future__ import annotations
@@ -18,11 +19,20 @@ from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
-from services.publisher.core import ACCEPTED, SCRIPT_REASONS, Ready, Rejected, prepare
+from services.publisher.core import (
+    ACCEPTED,
+    SCRIPT_REASONS,
+    Ready,
+    Rejected,
+    prepare,
+    write_args,
+    write_keys,
+)
 from services.publisher.metrics import PublisherMetrics
 from services.publisher.partitions import PartitionKeeper
 from services.publisher.settings import Settings
 from shared import keys
+from shared.history import encode_row
 from shared.lifecycle import Shutdown
 from shared.redis_client import RedisClient
 from shared.scripts import Scripts
@@ -57,6 +67,10 @@ class Publisher:
         self._readers: dict[int, asyncio.Task[None]] = {}
         #: Partitions with entries of this consumer left pending by a failed write.
         self._retry: set[int] = set()
+        #: Symbol -> exchange-time second of this publisher's last accepted write: a
+        #: later write in the same second cannot start a history row (the script keeps
+        #: the first of each second), so its row is neither built nor sent.
+        self._history_second: dict[str, int] = {}
 
     # --- set-up and loop --------------------------------------------------------------
 
@@ -224,6 +238,7 @@ class Publisher:
                 if status == ACCEPTED:
                     self._metrics.accepted.inc()
                     self._metrics.latency.observe(done - read_at)
+                    self._history_written(item, int(result[2]) if len(result) > 2 else 0)
                 else:
                     reason = SCRIPT_REASONS.get(status, "malformed")
                     detail = f"token {item.candidate.token}, current {current}"
@@ -236,18 +251,32 @@ class Publisher:
         log = self._log.warning if reason in ("malformed", "invalid") else self._log.debug
         log("candidate_rejected", reason=reason, symbol=symbol, entry=entry_id, detail=detail)
 
+    def _history_written(self, item: Ready, rows: int) -> None:
+        symbol = item.candidate.symbol
+        self._history_second[symbol] = item.candidate.event_ms // 1000
+        if rows > 0:
+            self._metrics.history_rows.inc(rows)
+        elif rows < 0:
+            self._metrics.history_errors.inc()
+            self._log.warning("history_append_failed", symbol=symbol)
+
+    def _history_row(self, item: Ready) -> bytes:
+        """The row to offer the script: empty when it cannot start a new second."""
+        c = item.candidate
+        if item.report is None or self._history_second.get(c.symbol) == c.event_ms // 1000:
+            return b""
+        return encode_row(item.report)
+
     def _write_args(self, item: Ready) -> tuple[list[str], list[Any]]:
         c = item.candidate
-        return (
-            [keys.token(c.symbol), keys.report(c.symbol), keys.audit(c.symbol)],
-            [
-                c.token,
-                c.event_ms,
-                c.node_id,
-                item.report_json,
-                wall_ms(),
-                self._settings.publisher_audit_maxlen,
-            ],
+        return write_keys(c.symbol), write_args(
+            c.token,
+            c.event_ms,
+            c.node_id,
+            item.report_json,
+            wall_ms(),
+            self._settings.publisher_audit_maxlen,
+            self._history_row(item),
         )
 
     async def _write(self, ready: list[Ready]) -> list[Any]:

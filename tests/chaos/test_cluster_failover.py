@@ -38,6 +38,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from services.publisher.core import write_args, write_keys
 from shared import keys
 from shared.lease import LeaseClient
 from shared.scripts import Scripts
@@ -114,12 +115,12 @@ class Writer:
     async def publish(self, symbol: str, token: int) -> None:
         event_ms = self.record.next_event_ms(symbol)
         sent = time.monotonic()
-        status, _current = await self.scripts(
+        reply = await self.scripts(
             "fenced_publish",
-            keys=[keys.token(symbol), keys.report(symbol), keys.audit(symbol)],
-            args=[token, event_ms, self.name, "{}", int(time.time() * 1000), 1_000_000],
+            keys=write_keys(symbol),
+            args=write_args(token, event_ms, self.name, "{}", int(time.time() * 1000), 1_000_000),
         )
-        if status == 1:
+        if reply[0] == 1:
             self.record.writes.append(
                 Write(symbol, token, self.name, event_ms, sent, time.monotonic())
             )

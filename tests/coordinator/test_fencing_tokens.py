@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.publisher.core import write_args, write_keys
 from shared import keys
 from shared.lease import LeaseClient
 from shared.scripts import Scripts, script_source
@@ -79,12 +80,12 @@ async def hand_over(r: aioredis.Redis, scripts: Scripts, node: str) -> int:
 
 
 async def publish(scripts: Scripts, token: int, node: str, event_ms: int) -> int:
-    status, _current = await scripts(
+    reply = await scripts(
         "fenced_publish",
-        keys=[keys.token(SYM), keys.report(SYM), keys.audit(SYM)],
-        args=[token, event_ms, node, "{}", int(time.time() * 1000), 1000],
+        keys=write_keys(SYM),
+        args=write_args(token, event_ms, node, "{}", int(time.time() * 1000), 1000),
     )
-    return int(status)
+    return int(reply[0])
 
 
 async def test_grants_strictly_increase_and_carry_the_server_clock(aredis: aioredis.Redis) -> None:
