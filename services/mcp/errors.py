@@ -18,12 +18,15 @@ class ReportNotPublishedError(UnknownSymbolError):
 
     def __init__(self, symbol: str, known: list[str]) -> None:
         super().__init__(symbol, known)
-        names = ", ".join(self.known)
         self.args = (
             f"no report for {symbol!r} yet: the symbol is registered but no report has been "
-            f"published (service starting, or calc/publisher not running); known symbols: {names}",
+            "published (service starting, or calc/publisher not running)",
         )
 
 
 class TooManySymbolsError(Context8Error, ValueError):
     """A batch request for more symbols than C8_MCP_MAX_BATCH allows."""
+
+
+class InvalidArgumentError(Context8Error, ValueError):
+    """A request argument that is not valid (e.g. a prompt's notional or side)."""

@@ -1,14 +1,17 @@
 """The HTTP face of the read API: plain JSON routes beside the streamable HTTP MCP endpoint.
 
 GET /v1/reports/{symbol}   one served report (400 invalid, 404 unknown, 503 Redis down)
+GET /v1/reports/{symbol}/history?minutes=&fields=a,b   time series (services/mcp/history.py)
 GET /v1/reports            every known symbol, or ?symbols=A,B (same shape as get_reports)
 GET /v1/symbols            known symbols and their freshness (same as list_symbols)
 GET /healthz               200 when Redis answers, 503 otherwise
-/mcp                       MCP over streamable HTTP (stateless, JSON responses)
+GET /v1/stream?symbols=A,B report updates as Server-Sent Events (services/mcp/sse.py)
+/mcp                       MCP over streamable HTTP (JSON responses; stateful with push)
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,13 +19,26 @@ from typing import Any
 import orjson
 from mcp.server.mcpserver import MCPServer
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import Route
 
-from services.mcp.errors import CorruptReportError, StoreUnavailableError, TooManySymbolsError
+from services.mcp.auth import AuthConfig, AuthMiddleware
+from services.mcp.errors import (
+    CorruptReportError,
+    InvalidArgumentError,
+    StoreUnavailableError,
+    TooManySymbolsError,
+)
+from services.mcp.history import HistoryReader
+from services.mcp.http_docs import endpoints, schemas
 from services.mcp.metrics import observe
-from services.mcp.service import ReportService
+from services.mcp.openapi import OPENAPI_PATH, build_document
+from services.mcp.push import PushHub
+from services.mcp.service import ReportService, server_version
+from services.mcp.sse import McpGetGuard, stream_route
 from shared.errors import InvalidSymbolError, UnknownSymbolError
 
 TRANSPORT = "http"
@@ -34,8 +50,12 @@ class JSONBody(Response):
 
     media_type = "application/json"
 
-    def __init__(self, content: Any, status_code: int = 200) -> None:
-        super().__init__(content, status_code, headers={"Cache-Control": "no-store"})
+    def __init__(
+        self, content: Any, status_code: int = 200, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(
+            content, status_code, headers={"Cache-Control": "no-store", **(headers or {})}
+        )
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
@@ -44,14 +64,34 @@ class JSONBody(Response):
 def error_response(exc: Exception) -> JSONBody:
     """The HTTP answer for an anticipated failure."""
     if isinstance(exc, UnknownSymbolError):
-        return JSONBody({"error": str(exc), "known_symbols": exc.known}, 404)
-    if isinstance(exc, InvalidSymbolError | TooManySymbolsError):
+        body = {"error": str(exc), "suggestions": exc.suggestions, "known_count": exc.known_count}
+        return JSONBody(body, 404)
+    if isinstance(exc, InvalidSymbolError | TooManySymbolsError | InvalidArgumentError):
         return JSONBody({"error": str(exc)}, 400)
     if isinstance(exc, StoreUnavailableError):
         return JSONBody({"error": str(exc)}, 503)
     if isinstance(exc, CorruptReportError):
         return JSONBody({"error": str(exc)}, 500)
     raise exc
+
+
+def report_etag(report: dict[str, Any], sections: list[str]) -> str:
+    """Weak tag of a served report: the stored report (symbol, write time), the status it
+    is served with and the asked sections. Weak because the read-time fields (served_at,
+    data_age_ms, report_write_age_ms) differ on every read of the same stored report."""
+    status = (report.get("ingestion") or {}).get("status")
+    parts = [str(report.get("symbol")), str(report.get("updatedAt")), str(status)]
+    digest = hashlib.blake2s(
+        "|".join([*parts, ",".join(sorted(sections))]).encode(), digest_size=8
+    ).hexdigest()
+    return f'W/"{digest}"'
+
+
+def _if_none_match(request: Request) -> set[str]:
+    """The tags of If-None-Match (weak comparison: W/ prefixes are equivalent)."""
+    raw = request.headers.get("if-none-match", "")
+    tags = {t.strip() for t in raw.split(",") if t.strip()}
+    return tags | {f"W/{t}" for t in tags if not t.startswith("W/")}
 
 
 _Handler = Callable[[Request], Awaitable[Any]]
@@ -63,11 +103,13 @@ def _route(path: str, handler: _Handler) -> Route:
     async def endpoint(request: Request) -> Response:
         try:
             with observe(TRANSPORT, path):
-                return JSONBody(await handler(request))
+                body = await handler(request)
+                return body if isinstance(body, Response) else JSONBody(body)
         except (
             UnknownSymbolError,
             InvalidSymbolError,
             TooManySymbolsError,
+            InvalidArgumentError,
             StoreUnavailableError,
             CorruptReportError,
         ) as exc:
@@ -76,42 +118,117 @@ def _route(path: str, handler: _Handler) -> Route:
     return Route(path, endpoint, methods=["GET"])
 
 
-def rest_routes(service: ReportService) -> list[BaseRoute]:
-    async def get_report(request: Request) -> dict[str, Any]:
-        return await service.get_report(request.path_params["symbol"])
+def rest_routes(service: ReportService) -> list[Route]:
+    async def get_report(request: Request) -> Response:
+        sections = [s for s in request.query_params.get("sections", "").split(",") if s.strip()]
+        report = await service.get_report(request.path_params["symbol"], sections)
+        tag = report_etag(report, sections)
+        # no-cache, not no-store: a client may keep the body and revalidate with the tag.
+        headers = {"ETag": tag, "Cache-Control": "no-cache"}
+        if tag in _if_none_match(request):
+            return Response(status_code=304, headers=headers)
+        return JSONBody(report, 200, headers)
+
+    history_reader = HistoryReader(service)
+
+    async def get_history(request: Request) -> dict[str, Any]:
+        query = request.query_params
+        fields = ",".join(query.getlist("fields")) if "fields" in query else None  # a,b or repeated
+        return await history_reader.get_history(
+            request.path_params["symbol"], query.get("minutes"), fields
+        )
 
     async def get_reports(request: Request) -> dict[str, Any]:
         wanted = [s for s in request.query_params.get("symbols", "").split(",") if s.strip()]
-        return await service.get_reports(wanted or None)
+        return await service.get_reports(wanted or None, request.query_params.get("cursor"))
 
     async def list_symbols(request: Request) -> dict[str, Any]:
         return (await service.list_symbols()).model_dump(mode="json")
 
     async def healthz(request: Request) -> dict[str, Any]:
-        await service.check_health()
-        return {"status": "ok", "redis": "ok"}
+        return await service.health()
 
-    return [
+    async def readyz(request: Request) -> JSONBody:
+        health = await service.health()
+        ready = health["reports"]["ok"] > 0
+        return JSONBody({**health, "ready": ready}, 200 if ready else 503)
+
+    routes = [
+        _route("/v1/reports/{symbol}/history", get_history),  # services/mcp/history.py
         _route("/v1/reports/{symbol}", get_report),
         _route("/v1/reports", get_reports),
         _route("/v1/symbols", list_symbols),
         _route("/healthz", healthz),
+        _route("/readyz", readyz),
     ]
+    documented = endpoints(service.max_batch)
+    document = build_document(
+        {r.path: documented[r.path] for r in routes if r.path in documented},
+        schemas(service.policy.stale_after_ms, service.policy.down_after_ms),
+        server_version(),
+    )
+
+    async def openapi(request: Request) -> dict[str, Any]:
+        return document
+
+    return [*routes, _route(OPENAPI_PATH, openapi)]
 
 
-def build_http_app(service: ReportService, mcp_server: MCPServer, host: str) -> Starlette:
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown routes and wrong methods answer JSON like every other error."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
+    if status == 404:
+        detail = f"no route {request.url.path!r}; see /openapi.json for the routes"
+    elif status == 405:
+        detail = f"method {request.method} not allowed on {request.url.path!r}"
+    return JSONBody({"error": detail}, status, headers)
+
+
+def build_http_app(
+    service: ReportService,
+    mcp_server: MCPServer,
+    host: str,
+    auth: AuthConfig | None = None,
+    *,
+    push: PushHub | None = None,
+    sse_heartbeat_s: float = 15.0,
+) -> Starlette:
     """JSON routes + the MCP streamable HTTP endpoint in one Starlette app.
 
-    Stateless MCP with JSON responses: a read-only API needs no sessions, so any replica
-    can answer any request and no long-lived stream delays a graceful shutdown.
+    MCP with JSON responses. Without ``push``: stateless (any replica answers any request).
+    With ``push`` (services/mcp/push.py): ``GET /v1/stream`` and resource subscriptions,
+    and stateful sessions for legacy clients; a GET on /mcp that cannot be a real stream
+    is a JSON 405 (services/mcp/sse.py McpGetGuard).
     """
+    # With push, legacy (2025-era) clients need a session whose GET stream carries their
+    # resources/subscribe notifications: stateful (sticky per Mcp-Session-Id). 2026-07-28
+    # requests stay single-exchange either way (subscriptions/listen streams its POST).
     mcp_app = mcp_server.streamable_http_app(
-        streamable_http_path=MCP_PATH, stateless_http=True, json_response=True, host=host
+        streamable_http_path=MCP_PATH,
+        stateless_http=push is None,
+        json_response=True,
+        host=host,
     )
+    mcp_routes = [
+        Route(MCP_PATH, McpGetGuard(r.endpoint, stateful=push is not None))
+        if isinstance(r, Route) and r.path == MCP_PATH
+        else r
+        for r in mcp_app.routes
+    ]
+    push_routes = [] if push is None else [stream_route(service, push, sse_heartbeat_s)]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with mcp_server.session_manager.run():
             yield
 
-    return Starlette(routes=[*rest_routes(service), *mcp_app.routes], lifespan=lifespan)
+    # Outermost: auth + rate limit guard every route but health and OAuth metadata.
+    middleware = [Middleware(AuthMiddleware, config=auth)] if auth is not None else []
+    return Starlette(
+        routes=[*rest_routes(service), *push_routes, *mcp_routes],
+        lifespan=lifespan,
+        middleware=middleware,
+        exception_handlers={404: _http_error, 405: _http_error},
+    )

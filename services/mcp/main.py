@@ -11,8 +11,11 @@ from typing import Any, Literal
 
 import uvicorn
 
+from services.mcp.auth import AuthConfigError, build_auth
 from services.mcp.freshness import FreshnessPolicy
 from services.mcp.http_api import MCP_PATH, build_http_app
+from services.mcp.mcp_push import end_streams
+from services.mcp.push import PushHub
 from services.mcp.service import ReportService
 from services.mcp.settings import Settings
 from services.mcp.store import ReportStore
@@ -48,15 +51,50 @@ async def _until_done_or_shutdown(task: asyncio.Task[Any], shutdown: Shutdown) -
 
 
 async def run_http(
-    service: ReportService, settings: Settings, shutdown: Shutdown, log: Any
+    service: ReportService,
+    settings: Settings,
+    shutdown: Shutdown,
+    log: Any,
+    push: PushHub | None = None,
 ) -> None:
-    mcp_server = build_mcp_server(service, "mcp_http")
-    app = build_http_app(service, mcp_server, settings.mcp_host)
+    try:
+        auth = build_auth(settings)
+    except AuthConfigError as exc:
+        # Refuse to start (exit 1) rather than serve an unprotected or broken setup.
+        log.error("mcp_auth_config_error", error=str(exc))
+        raise SystemExit(f"services.mcp: {exc}") from None
+    mcp_server = build_mcp_server(
+        service,
+        "mcp_http",
+        auth.mcp_auth,
+        auth.mcp_token_verifier,
+        report_cycle_ms=settings.mcp_report_cycle_ms,
+        push=push,
+    )
+    app = build_http_app(
+        service,
+        mcp_server,
+        settings.mcp_host,
+        auth.middleware,
+        push=push,
+        sse_heartbeat_s=settings.mcp_sse_heartbeat_s,
+    )
+    log.info(
+        "mcp_auth",
+        mode=auth.mode,
+        static_tokens=auth.static_tokens,
+        rate_limit_rps=settings.mcp_rate_limit_rps,
+        rate_limit_burst=settings.mcp_rate_limit_burst,
+    )
     config = uvicorn.Config(
         app,
         host=settings.mcp_host,
         port=settings.mcp_port,
         lifespan="on",
+        # httptools (C parser), explicitly: uvicorn's "auto" silently falls back to the
+        # pure-Python h11, about half the REST reads/s (bench/read_api.py). The event loop
+        # is already uvloop (shared.lifecycle runs main on it; serve() keeps that loop).
+        http="httptools",
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=settings.mcp_shutdown_grace_s,
@@ -66,6 +104,8 @@ async def run_http(
     log.info("mcp_http_starting", host=settings.mcp_host, port=settings.mcp_port, mcp_path=MCP_PATH)
     if await _until_done_or_shutdown(serving, shutdown):
         log.info("mcp_http_stopping")
+        if push is not None:
+            end_streams(push, mcp_server)  # push streams end now, not at the grace
         server.should_exit = True
         try:
             await asyncio.wait_for(asyncio.shield(serving), settings.mcp_shutdown_grace_s + 2)
@@ -76,14 +116,20 @@ async def run_http(
         serving.result()  # surfaces a start-up failure
 
 
-async def run_stdio(service: ReportService, shutdown: Shutdown, log: Any) -> bool:
+async def run_stdio(
+    service: ReportService,
+    shutdown: Shutdown,
+    log: Any,
+    report_cycle_ms: int = 250,
+    push: PushHub | None = None,
+) -> bool:
     """Serve MCP on stdin/stdout until the client closes stdin or shutdown.
 
     Returns True when the process must exit hard: on SIGTERM while the client still holds
     stdin open, the SDK's stdin reader sits in a blocking read in a worker thread that
     neither task cancellation nor interpreter exit can interrupt.
     """
-    mcp_server = build_mcp_server(service, "mcp_stdio")
+    mcp_server = build_mcp_server(service, "mcp_stdio", report_cycle_ms=report_cycle_ms, push=push)
     serving = asyncio.create_task(mcp_server.run_stdio_async())
     log.info("mcp_stdio_serving")
     if not await _until_done_or_shutdown(serving, shutdown):
@@ -108,13 +154,24 @@ async def main(shutdown: Shutdown, transport: Transport | None = None) -> None:
     )
     redis = make_redis(settings)
     service = ReportService(ReportStore(redis), policy, max_batch=settings.mcp_max_batch)
+    # One Redis listener per process for resource subscriptions and /v1/stream.
+    push = PushHub(
+        redis,
+        min_interval_ms=settings.mcp_push_min_interval_ms,
+        max_queue=settings.mcp_push_queue,
+        max_subscribers=settings.mcp_push_max_subscribers,
+    )
+    await push.start()
     hard_exit = False
     try:
         if settings.mcp_transport == "stdio":
-            hard_exit = await run_stdio(service, shutdown, log)
+            hard_exit = await run_stdio(
+                service, shutdown, log, settings.mcp_report_cycle_ms, push=push
+            )
         else:
-            await run_http(service, settings, shutdown, log)
+            await run_http(service, settings, shutdown, log, push=push)
     finally:
+        await push.stop()
         await redis.aclose()
     log.info("mcp_stopped", hard_exit=hard_exit)
     if hard_exit:

@@ -8,7 +8,12 @@ from contextlib import contextmanager
 
 from prometheus_client import Counter, Histogram
 
-from services.mcp.errors import CorruptReportError, StoreUnavailableError, TooManySymbolsError
+from services.mcp.errors import (
+    CorruptReportError,
+    InvalidArgumentError,
+    StoreUnavailableError,
+    TooManySymbolsError,
+)
 from shared.errors import InvalidSymbolError, UnknownSymbolError
 
 REQUESTS = Counter(
@@ -39,6 +44,18 @@ REDIS_ERRORS = Counter(
     "context8_mcp_redis_errors_total",
     "Redis calls that failed (connection refused, timeout, ...).",
 )
+AUTH_FAILURES = Counter(
+    "context8_mcp_auth_failures_total",
+    "Requests refused by auth: reason missing (no bearer token, 401), invalid (unknown or "
+    "expired token, 401), insufficient_scope (403).",
+    ["reason"],
+)
+for _reason in ("missing", "invalid", "insufficient_scope"):
+    AUTH_FAILURES.labels(_reason)  # export 0s so rate() works from the start
+RATE_LIMITED = Counter(
+    "context8_mcp_rate_limited_total",
+    "Requests refused with 429 by the per-client rate limit.",
+)
 
 
 def outcome(exc: BaseException | None) -> str:
@@ -47,7 +64,7 @@ def outcome(exc: BaseException | None) -> str:
         return "ok"
     if isinstance(exc, InvalidSymbolError):
         return "invalid_symbol"
-    if isinstance(exc, TooManySymbolsError):
+    if isinstance(exc, TooManySymbolsError | InvalidArgumentError):
         return "invalid_request"
     if isinstance(exc, UnknownSymbolError):
         return "unknown_symbol"

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from services.mcp.sections import HEADER
 from shared.report import report_schema
 
 REPORT_DESCRIPTION = (
@@ -122,6 +123,20 @@ def served_report_schema(stale_after_ms: int = 3000, down_after_ms: int = 15000)
     return copy.deepcopy(_served_report_schema(stale_after_ms, down_after_ms))
 
 
+def report_sections_schema(
+    stale_after_ms: int = 3000, down_after_ms: int = 15000
+) -> dict[str, Any]:
+    """Output schema of get_report: the served report schema where only the header fields
+    (identity and freshness) are required, since ``sections`` may leave the others out.
+    A field that is present is still checked against its contract schema."""
+    schema = served_report_schema(stale_after_ms, down_after_ms)
+    schema["required"] = [f for f in schema["required"] if f in HEADER]
+    schema["description"] += (
+        " With sections, only the identity/freshness fields and the asked sections are present."
+    )
+    return schema
+
+
 def batch_schema(stale_after_ms: int = 3000, down_after_ms: int = 15000) -> dict[str, Any]:
     """Output schema of get_reports: {served_at, reports: [report...], errors: [...]}."""
     report = served_report_schema(stale_after_ms, down_after_ms)
@@ -151,12 +166,22 @@ def batch_schema(stale_after_ms: int = 3000, down_after_ms: int = 15000) -> dict
                         "status": {
                             "enum": ["invalid_symbol", "unknown_symbol", "corrupt"],
                             "description": "invalid_symbol: not A-Z/0-9; unknown_symbol: no "
-                            "report for it (see the message for known symbols); corrupt: the "
+                            "report for it (the message names close matches); corrupt: the "
                             "stored report is unreadable.",
                         },
                         "error": {"type": "string"},
                     },
                 },
+            },
+            "total": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Without named symbols: how many symbols are known in all.",
+            },
+            "next_cursor": {
+                "type": ["string", "null"],
+                "description": "Without named symbols: pass as cursor to get the next page; "
+                "null on the last page.",
             },
         },
     }

@@ -7,14 +7,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import structlog
 
-from services.mcp.errors import CorruptReportError, ReportNotPublishedError, TooManySymbolsError
+from services.mcp.errors import (
+    CorruptReportError,
+    ReportNotPublishedError,
+    TooManySymbolsError,
+)
 from services.mcp.freshness import FreshnessPolicy, serve_report
 from services.mcp.metrics import REPORT_WRITE_AGE, REPORTS_SERVED
 from services.mcp.schemas import SymbolFreshness, SymbolList, SymbolStatus
+from services.mcp.sections import check_sections, select
 from services.mcp.store import RawReport, ReportStore, StoredReport, decode_report
 from shared import keys
 from shared.errors import InvalidSymbolError, UnknownSymbolError
@@ -23,19 +29,43 @@ from shared.report import iso_utc_from_ns
 log = structlog.get_logger()
 
 
+def server_version() -> str:
+    """context8's installed version ("dev" from a plain checkout)."""
+    try:
+        return version("context8")
+    except PackageNotFoundError:
+        return "dev"
+
+
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def normalize_symbol(raw: str) -> str:
-    """Case-insensitive symbol input: ' btcusdt ' -> 'BTCUSDT'; InvalidSymbolError if not A-Z0-9."""
-    try:
-        return keys.check_symbol(raw.strip().upper())
-    except InvalidSymbolError:
-        raise InvalidSymbolError(
-            f"invalid symbol {raw!r}: expected 1-40 letters A-Z and digits 0-9 "
-            "(case-insensitive), e.g. 'BTCUSDT'"
-        ) from None
+#: Longest symbol input worth looking at (a symbol is at most 40 characters).
+MAX_SYMBOL_INPUT = 64
+
+
+def normalize_symbol(raw: object) -> str:
+    """Case-insensitive symbol input: ' btcusdt ' -> 'BTCUSDT'; InvalidSymbolError if not A-Z0-9.
+
+    ASCII is checked before upper-casing: Unicode case mapping would turn 'btcuſdt' (long
+    s) into 'BTCUSDT' and answer for a symbol the client never named.
+    """
+    text = raw.strip() if isinstance(raw, str) else None
+    if text is not None and text.isascii():
+        try:
+            return keys.check_symbol(text.upper())
+        except InvalidSymbolError:
+            pass
+    shown = (
+        repr(raw[:MAX_SYMBOL_INPUT]) + ("…" if len(raw) > MAX_SYMBOL_INPUT else "")
+        if isinstance(raw, str)
+        else type(raw).__name__
+    )
+    raise InvalidSymbolError(
+        f"invalid symbol {shown}: expected 1-40 ASCII letters A-Z and digits 0-9 "
+        "(case-insensitive), e.g. 'BTCUSDT'"
+    )
 
 
 class ReportService:
@@ -79,49 +109,71 @@ class ReportService:
             log.warning("corrupt_report", symbol=raw.symbol, error=str(exc))
             raise
 
-    async def get_report(self, raw_symbol: str) -> dict[str, Any]:
-        """The served report of one symbol (raises Invalid/UnknownSymbolError,
-        StoreUnavailableError, CorruptReportError)."""
+    async def get_report(
+        self, raw_symbol: str, sections: Sequence[object] | None = None
+    ) -> dict[str, Any]:
+        """The served report of one symbol, whole or only ``sections`` (raises
+        Invalid/UnknownSymbolError, UnknownSectionError, StoreUnavailableError,
+        CorruptReportError)."""
         symbol = normalize_symbol(raw_symbol)
+        wanted = check_sections(sections or ())
         raw = await self.store.read(symbol)
         if raw is None:
             raise await self._missing(symbol)
-        return self._serve(self._decode(raw), self._clock())
+        return select(self._serve(self._decode(raw), self._clock()), wanted)
 
-    async def get_reports(self, raw_symbols: Sequence[str] | None = None) -> dict[str, Any]:
+    async def get_reports(
+        self, raw_symbols: Sequence[str] | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
         """Several reports at once; per-symbol problems go to ``errors``, not an exception.
 
-        No symbols (None or empty): every known symbol.
+        Named symbols: at most ``max_batch`` distinct ones (duplicates count once).
+        No symbols (None or empty): every known symbol, a page of at most ``max_batch``
+        at a time, in symbol order after ``cursor``; ``next_cursor`` continues (null at
+        the end) and ``total`` counts them all.
         """
         errors: list[dict[str, str]] = []
         symbols: list[str] = []
+        page: dict[str, Any] = {}
+        # Checked even beside symbols (where it has no effect), so a bad cursor never passes.
+        after = "" if cursor is None else normalize_symbol(cursor)
         if raw_symbols:
-            if len(raw_symbols) > self.max_batch:
-                raise TooManySymbolsError(
-                    f"{len(raw_symbols)} symbols requested; at most {self.max_batch} per call"
-                )
+            seen: set[object] = set()
             for raw_symbol in raw_symbols:
                 try:
                     symbol = normalize_symbol(raw_symbol)
                 except InvalidSymbolError as invalid:
-                    errors.append(_error(raw_symbol, "invalid_symbol", invalid))
+                    if raw_symbol not in seen:
+                        seen.add(raw_symbol)
+                        errors.append(
+                            _error(str(raw_symbol)[:MAX_SYMBOL_INPUT], "invalid_symbol", invalid)
+                        )
                     continue
                 if symbol not in symbols:
                     symbols.append(symbol)
+            if len(symbols) + len(errors) > self.max_batch:
+                raise TooManySymbolsError(
+                    f"{len(symbols) + len(errors)} distinct symbols requested; at most "
+                    f"{self.max_batch} per call"
+                )
         else:
-            symbols = await self.known_symbols()
+            known = await self.known_symbols()
+            rest = [s for s in known if s > after]
+            symbols = rest[: self.max_batch]
+            more = len(rest) > len(symbols)
+            page = {"total": len(known), "next_cursor": symbols[-1] if more else None}
         raws = await self.store.read_many(symbols)
         now_ms = self._clock()
         reports: list[dict[str, Any]] = []
-        known: list[str] | None = None
+        known_now: list[str] | None = None
         for symbol in symbols:
             raw = raws[symbol]
             if raw is None:
-                known = known if known is not None else await self.known_symbols()
+                known_now = known_now if known_now is not None else await self.known_symbols()
                 missing = (
-                    ReportNotPublishedError(symbol, known)
-                    if symbol in known
-                    else UnknownSymbolError(symbol, known)
+                    ReportNotPublishedError(symbol, known_now)
+                    if symbol in known_now
+                    else UnknownSymbolError(symbol, known_now)
                 )
                 errors.append(_error(symbol, "unknown_symbol", missing))
                 continue
@@ -130,7 +182,7 @@ class ReportService:
             except CorruptReportError as corrupt:
                 errors.append(_error(symbol, "corrupt", corrupt))
         served_at = iso_utc_from_ns(now_ms * 1_000_000)
-        return {"served_at": served_at, "reports": reports, "errors": errors}
+        return {"served_at": served_at, "reports": reports, "errors": errors, **page}
 
     async def list_symbols(self) -> SymbolList:
         """Every known symbol with the status its report would be served with now."""
@@ -171,9 +223,23 @@ class ReportService:
             symbols=rows,
         )
 
-    async def check_health(self) -> None:
-        """Raises StoreUnavailableError when Redis does not answer."""
+    async def health(self) -> dict[str, Any]:
+        """Redis reachable (else StoreUnavailableError) and how many reports would be
+        served ok / degraded / down right now (``no_report``: registered, none yet).
+
+        ``status``: ok when every known symbol is served ok, down when none is (or none
+        is known), degraded in between: never "ok" beside reports nobody should use.
+        """
         await self.store.ping()
+        listing = await self.list_symbols()
+        counts = dict.fromkeys(("ok", "degraded", "down", "no_report"), 0)
+        for row in listing.symbols:
+            counts[row.status] += 1
+        total = len(listing.symbols)
+        status = (
+            "ok" if total and counts["ok"] == total else "down" if counts["ok"] == 0 else "degraded"
+        )
+        return {"status": status, "redis": "ok", "reports": counts, "served_at": listing.served_at}
 
 
 def _str_or_none(value: object) -> str | None:

@@ -7,7 +7,7 @@ context8_mcp_redis_errors_total) so callers answer 503 / a tool error, never cra
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +115,15 @@ class ReportStore:
         if not self._available:
             self._available = True
             log.info("redis_available_again")
+
+    @property
+    def redis(self) -> RedisClient:
+        """The client, for other read-only readers of this store's Redis (history.py)."""
+        return self._redis
+
+    def guard(self, what: str) -> AbstractContextManager[None]:
+        """Redis errors inside -> StoreUnavailableError (counted, logged on change)."""
+        return self._redis_guard(what)
 
     async def ping(self) -> None:
         with self._redis_guard("pinging"):

@@ -140,6 +140,7 @@ class HttpServerProcess:
         self.port = free_port()
         self.metrics_port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        self.redis_url = redis_url
         env = service_env(
             redis_url,
             C8_MCP_PORT=str(self.port),

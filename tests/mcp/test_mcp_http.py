@@ -67,7 +67,7 @@ def test_json_routes(server: HttpServerProcess, store: redis.Redis) -> None:
     one = httpx.get(f"{server.base}/v1/reports/btcusdt")
     assert one.status_code == 200
     assert one.headers["content-type"] == "application/json"
-    assert one.headers["cache-control"] == "no-store"
+    assert one.headers["cache-control"] == "no-cache"  # revalidate with the ETag
     body = one.json()
     assert schema_errors(body) == []
     assert body["symbol"] == "BTCUSDT" and body["mid_price"] == stored["mid_price"]
@@ -75,7 +75,7 @@ def test_json_routes(server: HttpServerProcess, store: redis.Redis) -> None:
 
     unknown = httpx.get(f"{server.base}/v1/reports/XRPUSDT")
     assert unknown.status_code == 404
-    assert unknown.json()["known_symbols"] == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    assert unknown.json()["known_count"] == 3 and unknown.json()["suggestions"] == []
     assert "unknown symbol 'XRPUSDT'" in unknown.json()["error"]
 
     pending = httpx.get(f"{server.base}/v1/reports/SOLUSDT")
@@ -102,6 +102,84 @@ def test_json_routes(server: HttpServerProcess, store: redis.Redis) -> None:
     ]
     health = httpx.get(f"{server.base}/healthz")
     assert health.status_code == 200 and health.json()["redis"] == "ok"
+    assert health.json()["reports"] == {"ok": 2, "degraded": 0, "down": 0, "no_report": 1}
+    assert health.json()["status"] == "degraded"  # SOLUSDT has no report
+
+
+def test_sections_and_etag(server: HttpServerProcess, store: redis.Redis) -> None:
+    put_report(store, make_report("BTCUSDT"))
+    whole = httpx.get(f"{server.base}/v1/reports/BTCUSDT")
+    part = httpx.get(f"{server.base}/v1/reports/BTCUSDT", params={"sections": "l1,health"})
+    assert part.status_code == 200
+    body = part.json()
+    assert {"best_bid", "spread_bps", "health", "ingestion", "data_age_ms"} <= set(body)
+    assert not {"depth", "flow", "liquidity", "anomalies"} & set(body)
+    assert len(part.content) < len(whole.content) / 2
+    bad = httpx.get(f"{server.base}/v1/reports/BTCUSDT", params={"sections": "l1,orders"})
+    assert bad.status_code == 400 and "unknown section 'orders'" in bad.json()["error"]
+
+    tag = whole.headers["etag"]
+    assert tag.startswith('W/"') and part.headers["etag"] != tag
+    same = httpx.get(f"{server.base}/v1/reports/BTCUSDT", headers={"If-None-Match": tag})
+    assert same.status_code == 304 and same.content == b"" and same.headers["etag"] == tag
+    put_report(store, make_report("BTCUSDT", updated_at_ms=now_ms() + 1))
+    changed = httpx.get(f"{server.base}/v1/reports/BTCUSDT", headers={"If-None-Match": tag})
+    assert changed.status_code == 200 and changed.headers["etag"] != tag
+
+
+def test_unknown_routes_and_methods_answer_json(server: HttpServerProcess) -> None:
+    missing = httpx.get(f"{server.base}/v2/nothing")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/json"
+    assert "no route '/v2/nothing'" in missing.json()["error"]
+    wrong = httpx.post(f"{server.base}/v1/symbols")
+    assert wrong.status_code == 405 and wrong.headers["content-type"] == "application/json"
+    assert "GET" in wrong.headers["allow"] and "POST" in wrong.json()["error"]
+
+
+def test_health_and_readiness_follow_the_reports(
+    server: HttpServerProcess, store: redis.Redis
+) -> None:
+    """/healthz used to answer ok with every report down."""
+    none = httpx.get(f"{server.base}/readyz")
+    assert none.status_code == 503 and none.json()["ready"] is False
+    put_report(store, make_report("BTCUSDT", updated_at_ms=now_ms() - 60_000))
+    down = httpx.get(f"{server.base}/healthz")
+    assert down.status_code == 200  # the process and Redis are fine: not a restart case
+    assert down.json()["status"] == "down"
+    assert down.json()["reports"]["down"] == 1
+    assert httpx.get(f"{server.base}/readyz").status_code == 503
+    put_report(store, make_report("ETHUSDT"))
+    assert httpx.get(f"{server.base}/healthz").json()["status"] == "degraded"
+    ready = httpx.get(f"{server.base}/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+
+
+def test_reports_without_symbols_page_by_the_batch_limit(redis_server: RedisServer) -> None:
+    """GET /v1/reports used to return every report (3.8 MB at 1000 symbols)."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    proc = HttpServerProcess(redis_server.url, C8_MCP_MAX_BATCH="3")
+    try:
+        proc.wait_ready()
+        for i in range(7):
+            put_report(client, make_report(f"S{i}USDT"))
+        seen: list[str] = []
+        cursor: str | None = None
+        while True:
+            params = {} if cursor is None else {"cursor": cursor}
+            page = httpx.get(f"{proc.base}/v1/reports", params=params).json()
+            assert len(page["reports"]) <= 3 and page["total"] == 7
+            seen += [r["symbol"] for r in page["reports"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == [f"S{i}USDT" for i in range(7)]
+        dupes = httpx.get(f"{proc.base}/v1/reports", params={"symbols": "s1usdt," * 5 + "S1USDT"})
+        assert dupes.status_code == 200 and len(dupes.json()["reports"]) == 1
+    finally:
+        proc.stop()
+        client.close()
 
 
 def test_stale_reports_are_downgraded_at_read_time(
@@ -125,14 +203,14 @@ async def test_sdk_streamable_http_client(server: HttpServerProcess, store: redi
         unknown = await client.call_tool("get_report", {"symbol": "ETHUSDT"})
         batch = await client.call_tool("get_reports", {"symbols": ["BTCUSDT", "ETHUSDT"]})
         resource = await client.read_resource("report://BTCUSDT")
-    assert names == {"get_report", "get_reports", "list_symbols"}
+    assert {"get_report", "get_reports", "list_symbols"} <= names
     assert not report.is_error and report.structured_content is not None
     assert report.structured_content["symbol"] == "BTCUSDT"
     assert schema_errors(report.structured_content) == []
     assert unknown.is_error
     block = unknown.content[0]
     assert isinstance(block, TextContent)
-    assert "unknown symbol 'ETHUSDT'; known symbols: BTCUSDT" in block.text
+    assert "unknown symbol 'ETHUSDT'; did you mean BTCUSDT?" in block.text
     assert batch.structured_content is not None
     assert [r["symbol"] for r in batch.structured_content["reports"]] == ["BTCUSDT"]
     assert resource.contents[0].mime_type == "application/json"

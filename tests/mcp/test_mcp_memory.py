@@ -17,10 +17,11 @@ from prometheus_client import REGISTRY
 
 from context8.redis_server import free_port
 from services.mcp.freshness import FreshnessPolicy
-from services.mcp.schemas import batch_schema, served_report_schema
+from services.mcp.schemas import batch_schema, report_sections_schema, served_report_schema
 from services.mcp.service import ReportService
 from services.mcp.store import ReportStore
 from services.mcp.tools import build_mcp_server
+from shared import keys
 from shared.redis_client import make_redis
 from shared.report import schema_errors
 from shared.settings import ServiceSettings
@@ -55,13 +56,13 @@ def sample(name: str, **labels: str) -> float:
 async def test_lists_the_read_only_tools_with_descriptions_and_schemas(server: MCPServer) -> None:
     async with Client(server) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-    assert set(tools) == {"get_report", "get_reports", "list_symbols"}
+    assert {"get_report", "get_reports", "list_symbols"} <= set(tools)
     for tool in tools.values():
         assert tool.description and len(tool.description) > 100
         assert tool.annotations is not None and tool.annotations.read_only_hint is True
         assert tool.output_schema is not None and tool.output_schema["type"] == "object"
     assert tools["get_report"].input_schema["required"] == ["symbol"]
-    assert tools["get_report"].output_schema == served_report_schema(2500, 12000)
+    assert tools["get_report"].output_schema == report_sections_schema(2500, 12000)
     props = tools["get_report"].output_schema["properties"]
     assert "2500 ms" in props["ingestion"]["properties"]["status"]["description"]
     assert "basis points" in props["spread_bps"]["description"]
@@ -106,7 +107,7 @@ async def test_symbol_input_is_case_insensitive(server: MCPServer, sync_redis: r
             assert result.structured_content["mid_price"] == 3400.0
 
 
-async def test_unknown_symbol_error_names_the_known_symbols(
+async def test_unknown_symbol_error_says_how_many_are_known(
     server: MCPServer, sync_redis: redis.Redis
 ) -> None:
     put_report(sync_redis, make_report("BTCUSDT"))
@@ -123,7 +124,7 @@ async def test_unknown_symbol_error_names_the_known_symbols(
     assert unknown.is_error
     message = text_of(unknown)
     assert "unknown symbol 'XRPUSDT'" in message
-    assert "BTCUSDT, SOLUSDT" in message
+    assert "2 symbols are known" in message and "list_symbols" in message
     assert pending.is_error
     assert "no report for 'SOLUSDT' yet" in text_of(pending)
     after = sample(
@@ -279,3 +280,113 @@ async def test_redis_down_is_a_counted_tool_error_not_a_crash() -> None:
         status="unavailable",
     )
     assert after == unavailable_before + 1
+
+
+async def test_get_reports_without_symbols_pages_by_the_batch_limit(
+    server: MCPServer, sync_redis: redis.Redis
+) -> None:
+    """No symbols used to return every report at once (12.4 MB over MCP at 1000
+    symbols): now at most max_batch (5 here) per call, with a cursor to page on."""
+    symbols = [f"S{i:02d}USDT" for i in range(12)]
+    for symbol in symbols:
+        put_report(sync_redis, make_report(symbol))
+    pages: list[list[str]] = []
+    cursor: str | None = None
+    async with Client(server) as client:
+        while True:
+            args: dict[str, Any] = {} if cursor is None else {"cursor": cursor}
+            result = await client.call_tool("get_reports", args)
+            assert not result.is_error, text_of(result)
+            body = result.structured_content
+            assert body is not None
+            jsonschema.validate(body, batch_schema())
+            assert body["total"] == 12
+            pages.append([r["symbol"] for r in body["reports"]])
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+    assert [len(p) for p in pages] == [5, 5, 2]
+    assert [s for page in pages for s in page] == symbols
+
+
+async def test_batch_limit_counts_distinct_symbols(
+    server: MCPServer, sync_redis: redis.Redis
+) -> None:
+    put_report(sync_redis, make_report("BTCUSDT"))
+    async with Client(server) as client:
+        same = await client.call_tool("get_reports", {"symbols": ["btcusdt"] * 6 + ["BTCUSDT"]})
+        many = await client.call_tool("get_reports", {"symbols": [f"X{i}" for i in range(6)]})
+    assert not same.is_error, text_of(same)
+    assert same.structured_content is not None
+    assert [r["symbol"] for r in same.structured_content["reports"]] == ["BTCUSDT"]
+    assert many.is_error and "6 distinct symbols requested; at most 5" in text_of(many)
+
+
+async def test_unknown_symbol_errors_stay_short_with_many_known_symbols(
+    server: MCPServer, sync_redis: redis.Redis
+) -> None:
+    """Each unknown-symbol error used to embed every known symbol (29 KB at 1000)."""
+    pipe = sync_redis.pipeline()
+    for i in range(1000):
+        pipe.hset(keys.SYMBOLS, f"S{i:04d}USDT", b'{"venue":"BINANCE","market":"usdm"}')
+    pipe.execute()
+    put_report(sync_redis, make_report("BTCUSDT"))
+    async with Client(server) as client:
+        one = await client.call_tool("get_report", {"symbol": "BTCUSD"})
+        batch = await client.call_tool(
+            "get_reports", {"symbols": ["XRPUSDT", "DOGEUSDT", "BTCUSD", "S0001USDC", "S9USDT"]}
+        )
+    assert one.is_error
+    assert len(text_of(one)) < 300
+    assert "did you mean BTCUSDT" in text_of(one) and "1001 symbols are known" in text_of(one)
+    assert batch.structured_content is not None
+    errors = batch.structured_content["errors"]
+    assert [e["status"] for e in errors] == ["unknown_symbol"] * 5
+    assert all(len(e["error"]) < 300 for e in errors)
+    assert "S0001USDT" in errors[3]["error"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("", "''"),
+        ("A" * 65, "'" + "A" * 64 + "'…"),
+        ("btcuſdt", "'btcuſdt'"),
+        ("BTC USDT", "'BTC USDT'"),
+    ],
+)
+async def test_symbol_input_errors_are_clear_and_ascii_only(
+    server: MCPServer, sync_redis: redis.Redis, raw: str, shown: str
+) -> None:
+    """ "" and 65 characters used to return a raw pydantic dump; Unicode case mapping
+    turned 'btcuſdt' (long s) into BTCUSDT and answered for it."""
+    put_report(sync_redis, make_report("BTCUSDT"))
+    async with Client(server) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        result = await client.call_tool("get_report", {"symbol": raw})
+    symbol_schema = tools["get_report"].input_schema["properties"]["symbol"]
+    assert symbol_schema["maxLength"] == 40 and symbol_schema["pattern"] == "^[A-Za-z0-9]{1,40}$"
+    assert result.is_error
+    assert f"invalid symbol {shown}: expected 1-40 ASCII letters" in text_of(result)
+    assert "validation error" not in text_of(result).lower()
+
+
+async def test_sections_and_compact_text(server: MCPServer, sync_redis: redis.Redis) -> None:
+    """The text copy used to be indent-2 JSON (11 KB for a 3.8 KB report); sections
+    return only the asked parts, with identity and freshness always present."""
+    put_report(sync_redis, make_report("BTCUSDT"))
+    async with Client(server) as client:
+        whole = await client.call_tool("get_report", {"symbol": "BTCUSDT"})
+        part = await client.call_tool("get_report", {"symbol": "BTCUSDT", "sections": ["l1"]})
+        bad = await client.call_tool("get_report", {"symbol": "BTCUSDT", "sections": ["book"]})
+    assert whole.structured_content is not None and part.structured_content is not None
+    text = text_of(whole)
+    assert "\n" not in text and orjson.loads(text) == whole.structured_content
+    assert len(text) == len(orjson.dumps(whole.structured_content))
+    jsonschema.validate(whole.structured_content, served_report_schema(2500, 12000))
+    body = part.structured_content
+    jsonschema.validate(body, report_sections_schema(2500, 12000))
+    assert {"best_bid", "spread_bps", "symbol", "ingestion", "data_age_ms"} <= set(body)
+    assert not {"depth", "flow", "liquidity", "health"} & set(body)
+    assert orjson.loads(text_of(part)) == body
+    assert bad.is_error and "unknown section 'book'" in text_of(bad)
