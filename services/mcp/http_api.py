@@ -94,6 +94,18 @@ def _if_none_match(request: Request) -> set[str]:
     return tags | {f"W/{t}" for t in tags if not t.startswith("W/")}
 
 
+def csv_param(request: Request, name: str) -> list[str] | None:
+    """A comma-separated query parameter: None when absent; an empty item (``a,,b``,
+    ``name=``) is an error rather than silently meaning "everything"."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    items = [item.strip() for item in raw.split(",")]
+    if not all(items):
+        raise InvalidArgumentError(f"{name}: empty item in {raw[:80]!r}; omit {name} instead")
+    return items
+
+
 _Handler = Callable[[Request], Awaitable[Any]]
 
 
@@ -120,7 +132,7 @@ def _route(path: str, handler: _Handler) -> Route:
 
 def rest_routes(service: ReportService) -> list[Route]:
     async def get_report(request: Request) -> Response:
-        sections = [s for s in request.query_params.get("sections", "").split(",") if s.strip()]
+        sections = csv_param(request, "sections") or []
         report = await service.get_report(request.path_params["symbol"], sections)
         tag = report_etag(report, sections)
         # no-cache, not no-store: a client may keep the body and revalidate with the tag.
@@ -139,11 +151,12 @@ def rest_routes(service: ReportService) -> list[Route]:
         )
 
     async def get_reports(request: Request) -> dict[str, Any]:
-        wanted = [s for s in request.query_params.get("symbols", "").split(",") if s.strip()]
-        return await service.get_reports(wanted or None, request.query_params.get("cursor"))
+        wanted = csv_param(request, "symbols")
+        return await service.get_reports(wanted, request.query_params.get("cursor"))
 
     async def list_symbols(request: Request) -> dict[str, Any]:
-        return (await service.list_symbols()).model_dump(mode="json")
+        listing = await service.list_symbols(request.query_params.get("cursor"))
+        return listing.model_dump(mode="json")
 
     async def healthz(request: Request) -> dict[str, Any]:
         return await service.health()

@@ -22,9 +22,16 @@ SYMBOL = Param(
     "Instrument symbol, 1-40 ASCII letters and digits, case-insensitive (e.g. BTCUSDT).",
     SYMBOL_SCHEMA,
 )
+#: Answers the auth middleware may give on any guarded route (services/mcp/auth.py).
+GUARD = {
+    401: ("Missing or invalid bearer token (only when the server has credentials).", "Error"),
+    403: ("The OAuth token lacks a required scope.", "Error"),
+    429: ("Per-client rate limit; Retry-After says when to retry.", "Error"),
+}
 _ERRORS = {
     400: ("Invalid argument (symbol, section, batch size, ...).", "Error"),
     503: ("The report store (Redis) is unavailable; try again shortly.", "Error"),
+    **GUARD,
 }
 
 
@@ -106,11 +113,24 @@ def endpoints(max_batch: int) -> dict[str, Endpoint]:
         ),
         "/v1/symbols": Endpoint(
             summary="Every known symbol and how fresh its report is",
+            description="At most 500 symbols per answer; pass next_cursor back as cursor "
+            "for the next page.",
+            params=(
+                Param(
+                    "cursor",
+                    "query",
+                    "The next_cursor of the previous page (omit for the first page).",
+                    SYMBOL_SCHEMA,
+                ),
+            ),
             responses={200: ("Symbols and freshness.", "SymbolList"), **_ERRORS},
         ),
         "/healthz": Endpoint(
             summary="Liveness: Redis reachable, and how many reports are fresh",
-            responses={200: ("Redis answers; status sums up the reports.", "Health"), **_ERRORS},
+            responses={
+                200: ("Redis answers; status sums up the reports.", "Health"),
+                503: ("The report store (Redis) is unavailable.", "Error"),
+            },
         ),
         "/readyz": Endpoint(
             summary="Readiness: Redis reachable and at least one report served ok",

@@ -179,5 +179,18 @@ def build_document(
             "data is served over MCP at /mcp (tools get_report, get_reports, list_symbols, ...).",
         },
         "paths": paths,
-        "components": {"schemas": components},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "Required on every route but /healthz, /readyz and "
+                    "/openapi.json once the server has credentials (C8_MCP_TOKENS, "
+                    "C8_MCP_TOKENS_FILE or OAuth); a loopback server without them is open.",
+                }
+            },
+        },
+        # Open, or a bearer token: which one depends on the server's settings.
+        "security": [{}, {"bearer": []}],
     }

@@ -215,4 +215,10 @@ class SymbolList(BaseModel):
     served_at: str = Field(description="ISO-8601 UTC time of this answer.")
     stale_after_ms: int = Field(description="A report older than this (ms) is served degraded.")
     down_after_ms: int = Field(description="A report older than this (ms) is served down.")
-    symbols: list[SymbolStatus] = Field(description="Sorted by symbol.")
+    symbols: list[SymbolStatus] = Field(
+        description="Sorted by symbol; at most 500 per answer (see next_cursor)."
+    )
+    total: int = Field(description="How many symbols are known in all.")
+    next_cursor: str | None = Field(
+        description="Pass as cursor to get the next page; null on the last page."
+    )

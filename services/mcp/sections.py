@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
+
 from services.mcp.errors import InvalidArgumentError
 
 #: Fields every answer keeps, whatever sections were asked for.
@@ -68,3 +70,44 @@ def select(report: dict[str, Any], sections: list[str]) -> dict[str, Any]:
         return report
     keep = set(HEADER).union(*(SECTIONS[s] for s in sections))
     return {k: v for k, v in report.items() if k in keep}
+
+
+#: Largest served report (bytes of compact JSON). Real reports are ~4 KB (depth is at
+#: most 20 levels a side); the lists without a schema bound are trimmed to fit instead of
+#: letting one report grow an answer without limit.
+MAX_REPORT_BYTES = 32 * 1024
+#: Trimmed first to last: (parent field or None for the top level, list field).
+_TRIMMABLE: tuple[tuple[str | None, str], ...] = (
+    (None, "anomalies"),
+    ("liquidity", "walls"),
+    ("liquidity", "vacuums"),
+)
+
+
+def capped(report: dict[str, Any], max_bytes: int = MAX_REPORT_BYTES) -> dict[str, Any]:
+    """``report`` if its JSON fits ``max_bytes``; else a copy whose unbounded lists lost
+    their tail items until it fits (still valid JSON and schema), ``truncated`` naming
+    them. The lists stay in calc's order (most relevant first)."""
+    size = len(orjson.dumps(report))
+    if size <= max_bytes:
+        return report
+    out = dict(report)
+    truncated: list[str] = []
+    for parent, name in _TRIMMABLE:
+        holder = out if parent is None else out.get(parent)
+        if not isinstance(holder, dict) or not isinstance(holder.get(name), list):
+            continue
+        if parent is not None:
+            holder = out[parent] = dict(holder)
+        items = list(holder[name])
+        path = name if parent is None else f"{parent}.{name}"
+        while items and size > max_bytes:
+            removed = items.pop()
+            size -= len(orjson.dumps(removed)) + 1
+            if path not in truncated:
+                truncated.append(path)
+        holder[name] = items
+        if size <= max_bytes:
+            break
+    out["truncated"] = truncated
+    return out

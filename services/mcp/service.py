@@ -20,7 +20,7 @@ from services.mcp.errors import (
 from services.mcp.freshness import FreshnessPolicy, serve_report
 from services.mcp.metrics import REPORT_WRITE_AGE, REPORTS_SERVED
 from services.mcp.schemas import SymbolFreshness, SymbolList, SymbolStatus
-from services.mcp.sections import check_sections, select
+from services.mcp.sections import capped, check_sections, select
 from services.mcp.store import RawReport, ReportStore, StoredReport, decode_report
 from shared import keys
 from shared.errors import InvalidSymbolError, UnknownSymbolError
@@ -40,6 +40,9 @@ def server_version() -> str:
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
+
+#: Most symbols one list_symbols answer carries (~200 bytes each: <= ~100 KB).
+LIST_PAGE = 500
 
 #: Longest symbol input worth looking at (a symbol is at most 40 characters).
 MAX_SYMBOL_INPUT = 64
@@ -96,7 +99,7 @@ class ReportService:
         return UnknownSymbolError(symbol, known)
 
     def _serve(self, stored: StoredReport, now_ms: int) -> dict[str, Any]:
-        served = serve_report(stored.report, stored.write_ms, now_ms, self.policy)
+        served = capped(serve_report(stored.report, stored.write_ms, now_ms, self.policy))
         REPORTS_SERVED.labels(served["ingestion"]["status"]).inc()
         if served["report_write_age_ms"] is not None:
             REPORT_WRITE_AGE.observe(served["report_write_age_ms"] / 1000)
@@ -184,10 +187,22 @@ class ReportService:
         served_at = iso_utc_from_ns(now_ms * 1_000_000)
         return {"served_at": served_at, "reports": reports, "errors": errors, **page}
 
-    async def list_symbols(self) -> SymbolList:
-        """Every known symbol with the status its report would be served with now."""
+    async def list_symbols(self, cursor: str | None = None) -> SymbolList:
+        """Known symbols with the status each report would be served with now, a page of
+        at most LIST_PAGE in symbol order after ``cursor`` (``next_cursor`` continues)."""
         registered = await self.store.registered()
-        symbols = sorted(set(registered) | await self.store.published())
+        known = sorted(set(registered) | await self.store.published())
+        after = "" if cursor is None else normalize_symbol(cursor)
+        rest = [s for s in known if s > after]
+        page = rest[:LIST_PAGE]
+        listing = await self._freshness(page, registered)
+        listing.total = len(known)
+        listing.next_cursor = page[-1] if len(rest) > len(page) else None
+        return listing
+
+    async def _freshness(
+        self, symbols: list[str], registered: dict[str, dict[str, Any]]
+    ) -> SymbolList:
         raws = await self.store.read_many(symbols)
         now_ms = self._clock()
         rows: list[SymbolStatus] = []
@@ -221,6 +236,8 @@ class ReportService:
             stale_after_ms=self.policy.stale_after_ms,
             down_after_ms=self.policy.down_after_ms,
             symbols=rows,
+            total=len(rows),
+            next_cursor=None,
         )
 
     async def health(self) -> dict[str, Any]:
@@ -229,9 +246,12 @@ class ReportService:
 
         ``status``: ok when every known symbol is served ok, down when none is (or none
         is known), degraded in between: never "ok" beside reports nobody should use.
+        It reads every report (one pipelined round trip, like list_symbols).
         """
         await self.store.ping()
-        listing = await self.list_symbols()
+        registered = await self.store.registered()
+        known = sorted(set(registered) | await self.store.published())
+        listing = await self._freshness(known, registered)
         counts = dict.fromkeys(("ok", "degraded", "down", "no_report"), 0)
         for row in listing.symbols:
             counts[row.status] += 1
@@ -239,7 +259,12 @@ class ReportService:
         status = (
             "ok" if total and counts["ok"] == total else "down" if counts["ok"] == 0 else "degraded"
         )
-        return {"status": status, "redis": "ok", "reports": counts, "served_at": listing.served_at}
+        return {
+            "status": status,
+            "redis": "ok",
+            "reports": counts,
+            "served_at": listing.served_at,
+        }
 
 
 def _str_or_none(value: object) -> str | None:

@@ -80,7 +80,8 @@ List every symbol context8 knows (registered by ingestion or with a published re
 its freshness right now: status ok / degraded / down (as get_report would serve it) or
 no_report (registered, nothing published yet), data_age_ms, report_write_age_ms (ms since
 the report was last written) and generated_at (exchange event time). Also returns the
-degraded/down thresholds in ms.
+degraded/down thresholds in ms. At most 500 symbols per call: total says how many there
+are; pass next_cursor back as cursor for the next page.
 """
 
 RESOURCE_DESCRIPTION = (
@@ -121,8 +122,8 @@ SectionsArg = Annotated[
 CursorArg = Annotated[
     str | None,
     Field(
-        description="Only without symbols: the next_cursor of the previous page (omit for "
-        "the first page)."
+        description="The next_cursor of the previous page (omit for the first page; "
+        "get_reports: only without symbols)."
     ),
 ]
 
@@ -198,8 +199,8 @@ def build_mcp_server(
     async def get_reports(symbols: SymbolsArg = None, cursor: CursorArg = None) -> JsonResult:
         return await call("get_reports", lambda: service.get_reports(symbols, cursor))
 
-    async def list_symbols() -> Annotated[CallToolResult, SymbolList]:
-        return await call("list_symbols", service.list_symbols)
+    async def list_symbols(cursor: CursorArg = None) -> Annotated[CallToolResult, SymbolList]:
+        return await call("list_symbols", lambda: service.list_symbols(cursor))
 
     history_reader = history.HistoryReader(service)  # services/mcp/history.py
 

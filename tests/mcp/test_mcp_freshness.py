@@ -17,6 +17,7 @@ from services.mcp.freshness import (
     write_age_ms,
     write_age_status,
 )
+from services.mcp.sections import MAX_REPORT_BYTES, capped
 from services.mcp.service import normalize_symbol
 from services.mcp.store import RawReport, decode_report, symbol_from_report_key
 from shared import keys
@@ -193,3 +194,18 @@ def test_decode_report_prefers_hash_write_time_and_rejects_garbage() -> None:
         decode_report(RawReport("BTCUSDT", b"{not json", None))
     with pytest.raises(CorruptReportError, match="not a JSON object"):
         decode_report(RawReport("BTCUSDT", b"[1, 2]", None))
+
+
+def test_a_report_too_big_is_trimmed_to_the_cap_and_stays_valid() -> None:
+    report = make_report()
+    anomaly = {"type": "iceberg", "severity": "low", "note": "x"}
+    report["anomalies"] = [dict(anomaly, note=f"{i} " + "x" * 200) for i in range(400)]
+    assert len(orjson.dumps(report)) > MAX_REPORT_BYTES
+    out = capped(report)
+    assert len(orjson.dumps(out)) <= MAX_REPORT_BYTES
+    assert out["truncated"] == ["anomalies"]
+    assert out["anomalies"] == report["anomalies"][: len(out["anomalies"])]  # the head kept
+    assert len(out["anomalies"]) > 100 and len(report["anomalies"]) == 400  # not modified
+    assert schema_errors(out) == []
+    small = make_report()
+    assert capped(small) is small and "truncated" not in small

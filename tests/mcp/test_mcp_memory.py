@@ -390,3 +390,26 @@ async def test_sections_and_compact_text(server: MCPServer, sync_redis: redis.Re
     assert not {"depth", "flow", "liquidity", "health"} & set(body)
     assert orjson.loads(text_of(part)) == body
     assert bad.is_error and "unknown section 'book'" in text_of(bad)
+
+
+async def test_list_symbols_pages_by_500(server: MCPServer, sync_redis: redis.Redis) -> None:
+    pipe = sync_redis.pipeline()
+    for i in range(1203):
+        pipe.hset(keys.SYMBOLS, f"S{i:04d}USDT", b'{"venue":"BINANCE","market":"usdm"}')
+    pipe.execute()
+    sizes: list[int] = []
+    names: list[str] = []
+    cursor: str | None = None
+    async with Client(server) as client:
+        while True:
+            args: dict[str, Any] = {} if cursor is None else {"cursor": cursor}
+            result = await client.call_tool("list_symbols", args)
+            body = result.structured_content
+            assert body is not None and body["total"] == 1203
+            sizes.append(len(body["symbols"]))
+            names += [row["symbol"] for row in body["symbols"]]
+            assert len(text_of(result)) < 120_000
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+    assert sizes == [500, 500, 203] and names == sorted(set(names)) and len(names) == 1203
