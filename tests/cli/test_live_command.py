@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -45,6 +46,9 @@ def test_live_fleet_with_a_standby_prints_fresh_reports() -> None:
         )
         stats = emu.stats()["markets"]
     assert run.returncode == 0, run.stderr[-2000:]
+    # Headless, the reports go to stdout and where to read them to stderr.
+    err = "".join(run.stderr.split())  # the console wraps long lines
+    assert re.search(r"MCPathttp://127\.0\.0\.1:\d+/mcp", err), run.stderr[-2000:]
     reports = {r["symbol"]: r for r in map(json.loads, run.stdout.splitlines())}
     assert sorted(reports) == ["BTCUSDPERP", "BTCUSDT"]
     for report in reports.values():
