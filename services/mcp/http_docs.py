@@ -28,6 +28,13 @@ GUARD = {
     403: ("The OAuth token lacks a required scope.", "Error"),
     429: ("Per-client rate limit; Retry-After says when to retry.", "Error"),
 }
+CURSOR = Param(
+    "cursor",
+    "query",
+    "The next_cursor of the previous page (omit for the first page; /v1/reports: only "
+    "without symbols).",
+    SYMBOL_SCHEMA,
+)
 _ERRORS = {
     400: ("Invalid argument (symbol, section, batch size, ...).", "Error"),
     503: ("The report store (Redis) is unavailable; try again shortly.", "Error"),
@@ -102,12 +109,7 @@ def endpoints(max_batch: int) -> dict[str, Endpoint]:
                     "(invalid_symbol) instead of failing the call.",
                     {"type": "string"},
                 ),
-                Param(
-                    "cursor",
-                    "query",
-                    "Without symbols: the next_cursor of the previous page.",
-                    SYMBOL_SCHEMA,
-                ),
+                CURSOR,
             ),
             responses={200: ("Reports and per-symbol errors.", "ReportBatch"), **_ERRORS},
         ),
@@ -115,14 +117,7 @@ def endpoints(max_batch: int) -> dict[str, Endpoint]:
             summary="Every known symbol and how fresh its report is",
             description="At most 500 symbols per answer; pass next_cursor back as cursor "
             "for the next page.",
-            params=(
-                Param(
-                    "cursor",
-                    "query",
-                    "The next_cursor of the previous page (omit for the first page).",
-                    SYMBOL_SCHEMA,
-                ),
-            ),
+            params=(CURSOR,),
             responses={200: ("Symbols and freshness.", "SymbolList"), **_ERRORS},
         ),
         "/healthz": Endpoint(

@@ -102,13 +102,6 @@ def token_server(
     proc.stop()
 
 
-@pytest.fixture
-def store(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
 def test_static_tokens_guard_the_json_routes(
     token_server: HttpServerProcess, store: redis.Redis
 ) -> None:

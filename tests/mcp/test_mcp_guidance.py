@@ -36,11 +36,6 @@ LONG_CYCLE_MS = 60_000
 
 
 @pytest.fixture
-def sync_redis(redis_url: str) -> redis.Redis:
-    return redis.Redis.from_url(redis_url)
-
-
-@pytest.fixture
 async def service(redis_url: str) -> AsyncIterator[ReportService]:
     client = make_redis(ServiceSettings(redis_url=redis_url))
     yield ReportService(ReportStore(client), FreshnessPolicy(2500, 12000), max_batch=5)
@@ -167,11 +162,11 @@ async def test_prompt_requests_are_counted(server: MCPServer) -> None:
 
 
 async def test_completions_list_the_known_symbols(
-    server: MCPServer, sync_redis: redis.Redis
+    server: MCPServer, store: redis.Redis
 ) -> None:
     for symbol in ("BTCUSDT", "BTCUSDC", "ETHUSDT"):
-        put_report(sync_redis, make_report(symbol))
-    register_symbol(sync_redis, "BTCEUR")  # registered by ingest, no report yet
+        put_report(store, make_report(symbol))
+    register_symbol(store, "BTCEUR")  # registered by ingest, no report yet
     async with Client(server) as client:
         assert client.server_capabilities.completions is not None
         brief = await client.complete(
@@ -203,10 +198,10 @@ async def test_completions_list_the_known_symbols(
 
 
 async def test_completions_stop_at_100_with_total_and_has_more(
-    server: MCPServer, sync_redis: redis.Redis
+    server: MCPServer, store: redis.Redis
 ) -> None:
     for i in range(120):
-        register_symbol(sync_redis, f"S{i:03d}USDT")
+        register_symbol(store, f"S{i:03d}USDT")
     async with Client(server) as client:
         done = await client.complete(
             ResourceTemplateReference(uri="report://{symbol}"), {"name": "symbol", "value": "s"}
@@ -255,12 +250,12 @@ async def test_every_tool_has_a_title_and_all_behaviour_hints(server: MCPServer)
 
 
 async def test_report_reads_carry_a_cache_hint_from_freshness(
-    server: MCPServer, sync_redis: redis.Redis
+    server: MCPServer, store: redis.Redis
 ) -> None:
     now = now_ms()
-    put_report(sync_redis, make_report("BTCUSDT", updated_at_ms=now))
-    put_report(sync_redis, make_report("ETHUSDT", updated_at_ms=now - 4_000))  # degraded
-    put_report(sync_redis, make_report("SOLUSDT", status="down", updated_at_ms=now))
+    put_report(store, make_report("BTCUSDT", updated_at_ms=now))
+    put_report(store, make_report("ETHUSDT", updated_at_ms=now - 4_000))  # degraded
+    put_report(store, make_report("SOLUSDT", status="down", updated_at_ms=now))
     async with Client(server) as client:
         fresh = await client.read_resource("report://BTCUSDT", cache_mode="bypass")
         late = await client.read_resource("report://ETHUSDT", cache_mode="bypass")
@@ -274,12 +269,12 @@ async def test_report_reads_carry_a_cache_hint_from_freshness(
 
 
 async def test_the_sdk_client_reuses_a_fresh_report_until_its_hint_expires(
-    server: MCPServer, sync_redis: redis.Redis
+    server: MCPServer, store: redis.Redis
 ) -> None:
-    put_report(sync_redis, make_report("BTCUSDT", mid=65000.0))
+    put_report(store, make_report("BTCUSDT", mid=65000.0))
     async with Client(server) as client:
         first = await client.read_resource("report://BTCUSDT")
-        put_report(sync_redis, make_report("BTCUSDT", mid=66000.0))
+        put_report(store, make_report("BTCUSDT", mid=66000.0))
         cached = await client.read_resource("report://BTCUSDT")
         refreshed = await client.read_resource("report://BTCUSDT", cache_mode="refresh")
     mids = [
@@ -290,9 +285,9 @@ async def test_the_sdk_client_reuses_a_fresh_report_until_its_hint_expires(
 
 
 async def test_default_cycle_bounds_the_hint_to_250_ms(
-    service: ReportService, sync_redis: redis.Redis
+    service: ReportService, store: redis.Redis
 ) -> None:
-    put_report(sync_redis, make_report("BTCUSDT"))
+    put_report(store, make_report("BTCUSDT"))
     async with Client(build_mcp_server(service, TRANSPORT)) as client:
         result = await client.read_resource("report://BTCUSDT", cache_mode="bypass")
     served = orjson.loads(result.contents[0].text)  # type: ignore[union-attr]
@@ -300,7 +295,7 @@ async def test_default_cycle_bounds_the_hint_to_250_ms(
 
 
 async def test_http_server_serves_guidance_with_the_configured_cycle(
-    redis_server: RedisServer, sync_redis: redis.Redis
+    redis_server: RedisServer, store: redis.Redis
 ) -> None:
     """``python -m services.mcp`` over streamable HTTP: C8_MCP_REPORT_CYCLE_MS reaches the
     cache hint; prompts and completions are served."""
@@ -313,7 +308,7 @@ async def test_http_server_serves_guidance_with_the_configured_cycle(
     )
     proc.wait_ready()
     # written once the server is up, so it is still fresh when read
-    put_report(sync_redis, make_report("BTCUSDT"))
+    put_report(store, make_report("BTCUSDT"))
     try:
         async with Client(f"{proc.base}/mcp", read_timeout_seconds=10) as client:
             prompts = {p.name for p in (await client.list_prompts()).prompts}

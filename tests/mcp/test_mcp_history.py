@@ -4,7 +4,7 @@ then the ``get_history`` tool (in-memory MCP client) and ``GET /v1/reports/{s}/h
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,7 +15,7 @@ from mcp import Client
 from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, TextContent
 
-from context8.redis_server import RedisServer, free_port
+from context8.redis_server import free_port
 from services.mcp.errors import InvalidArgumentError, StoreUnavailableError
 from services.mcp.freshness import FreshnessPolicy
 from services.mcp.history import (
@@ -33,9 +33,10 @@ from services.mcp.history import (
 from services.mcp.service import ReportService
 from services.mcp.store import ReportStore
 from services.mcp.tools import build_mcp_server
+from services.publisher.core import write_args, write_keys
 from shared import keys
 from shared.errors import UnknownSymbolError
-from shared.history import HISTORY_COARSE_MAXLEN, HISTORY_MAXLEN, encode_row
+from shared.history import encode_row
 from shared.lease import LeaseClient
 from shared.redis_client import make_redis
 from shared.scripts import Scripts
@@ -132,22 +133,10 @@ async def publish_rows(client: aioredis.Redis, events: list[int], symbol: str = 
     for event_ms in events:
         report = report_dict(symbol, lease.token, "calc-1", event_ms)
         report["mid_price"] = float(event_ms // 1000)
-        calls.append(
-            (
-                [
-                    keys.token(symbol),
-                    keys.report(symbol),
-                    keys.audit(symbol),
-                    keys.history(symbol),
-                    keys.history_coarse(symbol),
-                    keys.report_updates(symbol),
-                ],
-                [
-                    *(lease.token, event_ms, "calc-1", orjson.dumps(report), event_ms, 100),
-                    *(encode_row(report), HISTORY_MAXLEN, HISTORY_COARSE_MAXLEN),
-                ],
-            )
+        args = write_args(
+            lease.token, event_ms, "calc-1", orjson.dumps(report), event_ms, 100, encode_row(report)
         )
+        calls.append((write_keys(symbol), args))
     for start in range(0, len(calls), 500):
         results = await scripts.pipelined("fenced_publish", calls[start : start + 500])
         assert all(r[0] == 1 for r in results)
@@ -264,17 +253,9 @@ async def test_redis_down_is_store_unavailable() -> None:
         await client.aclose()
 
 
-@pytest.fixture(scope="module")
-def http_server(redis_server: RedisServer) -> Iterator[HttpServerProcess]:
-    proc = HttpServerProcess(redis_server.url)
-    proc.wait_ready()
-    yield proc
-    proc.stop()
-
-
-async def test_http_route(http_server: HttpServerProcess, aredis: aioredis.Redis) -> None:
+async def test_http_route(server: HttpServerProcess, aredis: aioredis.Redis) -> None:
     await publish_rows(aredis, [T0, T0 + 1000, T0 + 2000])
-    base = f"{http_server.base}/v1/reports"
+    base = f"{server.base}/v1/reports"
     async with httpx.AsyncClient(timeout=10) as http:
         ok = await http.get(f"{base}/btcusdt/history?minutes=2&fields=mid_price,health.score")
         default = await http.get(f"{base}/BTCUSDT/history")

@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Iterator
 from importlib.metadata import version
 from typing import Any
 
 import httpx
-import pytest
 import redis
 from mcp import Client
 from mcp_types import CallToolResult, TextContent
@@ -26,22 +24,6 @@ from tests.mcp.helpers import (
     put_report,
     register_symbol,
 )
-
-
-@pytest.fixture(scope="module")
-def server(redis_server: RedisServer) -> Iterator[HttpServerProcess]:
-    """One server for the module; each test's ``redis_url`` fixture flushes its Redis."""
-    proc = HttpServerProcess(redis_server.url)
-    proc.wait_ready()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-def store(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 async def call_tool(url: str, name: str, arguments: dict[str, Any]) -> CallToolResult:

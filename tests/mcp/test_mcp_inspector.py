@@ -4,18 +4,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from context8.redis_server import RedisServer
 from shared.report import schema_errors
 from tests.mcp.helpers import REPO, HttpServerProcess, make_report, put_report
 from tests.mcp.js_clients import (
-    ensure_js_clients,
     node_env,
     run_inspector,
     stdio_server_command,
@@ -24,18 +21,7 @@ from tests.mcp.js_clients import (
 
 CORE_TOOLS = {"get_report", "get_reports", "list_symbols"}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def js_clients() -> None:
-    ensure_js_clients()
-
-
-@pytest.fixture(scope="module")
-def server(redis_server: RedisServer) -> Iterator[HttpServerProcess]:
-    proc = HttpServerProcess(redis_server.url)
-    proc.wait_ready()
-    yield proc
-    proc.stop()
+pytestmark = pytest.mark.usefixtures("js_clients")
 
 
 @pytest.fixture

@@ -31,11 +31,6 @@ TRANSPORT = "mcp_memory"
 
 
 @pytest.fixture
-def sync_redis(redis_url: str) -> redis.Redis:
-    return redis.Redis.from_url(redis_url)
-
-
-@pytest.fixture
 async def server(redis_url: str) -> AsyncIterator[MCPServer]:
     client = make_redis(ServiceSettings(redis_url=redis_url))
     service = ReportService(ReportStore(client), FreshnessPolicy(2500, 12000), max_batch=5)
@@ -70,10 +65,10 @@ async def test_lists_the_read_only_tools_with_descriptions_and_schemas(server: M
 
 
 async def test_get_report_serves_the_stored_report_with_fresh_read_time_fields(
-    server: MCPServer, sync_redis: redis.Redis
+    server: MCPServer, store: redis.Redis
 ) -> None:
     stored = make_report("BTCUSDT", data_age_ms=150)
-    put_report(sync_redis, stored)
+    put_report(store, stored)
     before = sample("context8_mcp_reports_served_total", status="ok")
     async with Client(server) as client:
         result = await client.call_tool("get_report", {"symbol": "BTCUSDT"})
@@ -96,8 +91,8 @@ async def test_get_report_serves_the_stored_report_with_fresh_read_time_fields(
     assert sample("context8_mcp_reports_served_total", status="ok") == before + 1
 
 
-async def test_symbol_input_is_case_insensitive(server: MCPServer, sync_redis: redis.Redis) -> None:
-    put_report(sync_redis, make_report("ETHUSDT", mid=3400.0))
+async def test_symbol_input_is_case_insensitive(server: MCPServer, store: redis.Redis) -> None:
+    put_report(store, make_report("ETHUSDT", mid=3400.0))
     async with Client(server) as client:
         for raw in ("ethusdt", " EthUsdt "):
             result = await client.call_tool("get_report", {"symbol": raw})
@@ -108,10 +103,10 @@ async def test_symbol_input_is_case_insensitive(server: MCPServer, sync_redis: r
 
 
 async def test_unknown_symbol_error_says_how_many_are_known(
-    server: MCPServer, sync_redis: redis.Redis
+    server: MCPServer, store: redis.Redis
 ) -> None:
-    put_report(sync_redis, make_report("BTCUSDT"))
-    register_symbol(sync_redis, "SOLUSDT")  # registered by ingest, no report yet
+    put_report(store, make_report("BTCUSDT"))
+    register_symbol(store, "SOLUSDT")  # registered by ingest, no report yet
     before = sample(
         "context8_mcp_requests_total",
         transport=TRANSPORT,
@@ -145,14 +140,14 @@ async def test_invalid_symbol_is_a_clear_tool_error(server: MCPServer) -> None:
 
 
 async def test_list_symbols_reports_each_symbol_freshness(
-    server: MCPServer, sync_redis: redis.Redis
+    server: MCPServer, store: redis.Redis
 ) -> None:
     now = now_ms()
-    put_report(sync_redis, make_report("BTCUSDT", updated_at_ms=now))
-    put_report(sync_redis, make_report("ETHUSDT", updated_at_ms=now - 5_000))
-    put_report(sync_redis, make_report("BNBUSDT", updated_at_ms=now - 60_000))
-    register_symbol(sync_redis, "BTCUSDT")
-    register_symbol(sync_redis, "SOLUSDT", venue="BYBIT")
+    put_report(store, make_report("BTCUSDT", updated_at_ms=now))
+    put_report(store, make_report("ETHUSDT", updated_at_ms=now - 5_000))
+    put_report(store, make_report("BNBUSDT", updated_at_ms=now - 60_000))
+    register_symbol(store, "BTCUSDT")
+    register_symbol(store, "SOLUSDT", venue="BYBIT")
     async with Client(server) as client:
         result = await client.call_tool("list_symbols", {})
     assert not result.is_error, text_of(result)
@@ -178,13 +173,13 @@ async def test_list_symbols_reports_each_symbol_freshness(
 
 
 async def test_stale_report_is_downgraded_and_its_data_age_grows(
-    server: MCPServer, sync_redis: redis.Redis
+    server: MCPServer, store: redis.Redis
 ) -> None:
     now = now_ms()
-    put_report(sync_redis, make_report("BTCUSDT", data_age_ms=100, updated_at_ms=now - 4_000))
-    put_report(sync_redis, make_report("ETHUSDT", data_age_ms=100, updated_at_ms=now - 16_000))
+    put_report(store, make_report("BTCUSDT", data_age_ms=100, updated_at_ms=now - 4_000))
+    put_report(store, make_report("ETHUSDT", data_age_ms=100, updated_at_ms=now - 16_000))
     # stored as degraded by the publisher and freshly written: never upgraded to ok
-    put_report(sync_redis, make_report("BNBUSDT", status="degraded", updated_at_ms=now))
+    put_report(store, make_report("BNBUSDT", status="degraded", updated_at_ms=now))
     async with Client(server) as client:
         btc = (await client.call_tool("get_report", {"symbol": "BTCUSDT"})).structured_content
         eth = (await client.call_tool("get_report", {"symbol": "ETHUSDT"})).structured_content
@@ -200,11 +195,11 @@ async def test_stale_report_is_downgraded_and_its_data_age_grows(
 
 
 async def test_get_reports_batches_and_lists_failures_per_symbol(
-    server: MCPServer, sync_redis: redis.Redis
+    server: MCPServer, store: redis.Redis
 ) -> None:
-    put_report(sync_redis, make_report("BTCUSDT"))
-    put_report(sync_redis, make_report("ETHUSDT", mid=3400.0))
-    sync_redis.hset("c8:report:{BNBUSDT}", mapping={"json": b"{broken", "updated_at": now_ms()})
+    put_report(store, make_report("BTCUSDT"))
+    put_report(store, make_report("ETHUSDT", mid=3400.0))
+    store.hset("c8:report:{BNBUSDT}", mapping={"json": b"{broken", "updated_at": now_ms()})
     async with Client(server) as client:
         some = await client.call_tool(
             "get_reports", {"symbols": ["ethusdt", "bad!", "XRPUSDT", "BTCUSDT", "ETHUSDT"]}
@@ -228,8 +223,8 @@ async def test_get_reports_batches_and_lists_failures_per_symbol(
     assert "at most 5" in text_of(too_many)
 
 
-async def test_report_resource_template(server: MCPServer, sync_redis: redis.Redis) -> None:
-    put_report(sync_redis, make_report("BTCUSDT"))
+async def test_report_resource_template(server: MCPServer, store: redis.Redis) -> None:
+    put_report(store, make_report("BTCUSDT"))
     async with Client(server) as client:
         templates = (await client.list_resource_templates()).resource_templates
         assert [t.uri_template for t in templates] == ["report://{symbol}"]
@@ -283,13 +278,13 @@ async def test_redis_down_is_a_counted_tool_error_not_a_crash() -> None:
 
 
 async def test_get_reports_without_symbols_pages_by_the_batch_limit(
-    server: MCPServer, sync_redis: redis.Redis
+    server: MCPServer, store: redis.Redis
 ) -> None:
     """No symbols used to return every report at once (12.4 MB over MCP at 1000
     symbols): now at most max_batch (5 here) per call, with a cursor to page on."""
     symbols = [f"S{i:02d}USDT" for i in range(12)]
     for symbol in symbols:
-        put_report(sync_redis, make_report(symbol))
+        put_report(store, make_report(symbol))
     pages: list[list[str]] = []
     cursor: str | None = None
     async with Client(server) as client:
@@ -310,9 +305,9 @@ async def test_get_reports_without_symbols_pages_by_the_batch_limit(
 
 
 async def test_batch_limit_counts_distinct_symbols(
-    server: MCPServer, sync_redis: redis.Redis
+    server: MCPServer, store: redis.Redis
 ) -> None:
-    put_report(sync_redis, make_report("BTCUSDT"))
+    put_report(store, make_report("BTCUSDT"))
     async with Client(server) as client:
         same = await client.call_tool("get_reports", {"symbols": ["btcusdt"] * 6 + ["BTCUSDT"]})
         many = await client.call_tool("get_reports", {"symbols": [f"X{i}" for i in range(6)]})
@@ -323,14 +318,14 @@ async def test_batch_limit_counts_distinct_symbols(
 
 
 async def test_unknown_symbol_errors_stay_short_with_many_known_symbols(
-    server: MCPServer, sync_redis: redis.Redis
+    server: MCPServer, store: redis.Redis
 ) -> None:
     """Each unknown-symbol error used to embed every known symbol (29 KB at 1000)."""
-    pipe = sync_redis.pipeline()
+    pipe = store.pipeline()
     for i in range(1000):
         pipe.hset(keys.SYMBOLS, f"S{i:04d}USDT", b'{"venue":"BINANCE","market":"usdm"}')
     pipe.execute()
-    put_report(sync_redis, make_report("BTCUSDT"))
+    put_report(store, make_report("BTCUSDT"))
     async with Client(server) as client:
         one = await client.call_tool("get_report", {"symbol": "BTCUSD"})
         batch = await client.call_tool(
@@ -356,11 +351,11 @@ async def test_unknown_symbol_errors_stay_short_with_many_known_symbols(
     ],
 )
 async def test_symbol_input_errors_are_clear_and_ascii_only(
-    server: MCPServer, sync_redis: redis.Redis, raw: str, shown: str
+    server: MCPServer, store: redis.Redis, raw: str, shown: str
 ) -> None:
     """ "" and 65 characters used to return a raw pydantic dump; Unicode case mapping
     turned 'btcuſdt' (long s) into BTCUSDT and answered for it."""
-    put_report(sync_redis, make_report("BTCUSDT"))
+    put_report(store, make_report("BTCUSDT"))
     async with Client(server) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
         result = await client.call_tool("get_report", {"symbol": raw})
@@ -371,10 +366,10 @@ async def test_symbol_input_errors_are_clear_and_ascii_only(
     assert "validation error" not in text_of(result).lower()
 
 
-async def test_sections_and_compact_text(server: MCPServer, sync_redis: redis.Redis) -> None:
+async def test_sections_and_compact_text(server: MCPServer, store: redis.Redis) -> None:
     """The text copy used to be indent-2 JSON (11 KB for a 3.8 KB report); sections
     return only the asked parts, with identity and freshness always present."""
-    put_report(sync_redis, make_report("BTCUSDT"))
+    put_report(store, make_report("BTCUSDT"))
     async with Client(server) as client:
         whole = await client.call_tool("get_report", {"symbol": "BTCUSDT"})
         part = await client.call_tool("get_report", {"symbol": "BTCUSDT", "sections": ["l1"]})
@@ -392,8 +387,8 @@ async def test_sections_and_compact_text(server: MCPServer, sync_redis: redis.Re
     assert bad.is_error and "unknown section 'book'" in text_of(bad)
 
 
-async def test_list_symbols_pages_by_500(server: MCPServer, sync_redis: redis.Redis) -> None:
-    pipe = sync_redis.pipeline()
+async def test_list_symbols_pages_by_500(server: MCPServer, store: redis.Redis) -> None:
+    pipe = store.pipeline()
     for i in range(1203):
         pipe.hset(keys.SYMBOLS, f"S{i:04d}USDT", b'{"venue":"BINANCE","market":"usdm"}')
     pipe.execute()

@@ -108,11 +108,6 @@ def test_parse_announcement() -> None:
 # --- the hub over a real Redis ------------------------------------------------------------
 
 
-@pytest.fixture
-def sync_redis(redis_url: str) -> redis.Redis:
-    return redis.Redis.from_url(redis_url)
-
-
 async def started_hub(url: str, **options: Any) -> tuple[PushHub, Any]:
     client = make_redis(ServiceSettings(redis_url=url, redis_socket_timeout_s=0.5))
     hub = PushHub(client, **options)
@@ -152,15 +147,15 @@ async def next_update(sub: Subscription, timeout: float = DEADLINE_S) -> Update:
 
 
 async def test_hub_subscribes_only_to_wanted_symbols_and_leaves_with_the_last_subscriber(
-    hub: PushHub, redis_url: str, sync_redis: redis.Redis
+    hub: PushHub, redis_url: str, store: redis.Redis
 ) -> None:
-    put_report(sync_redis, make_report("BTCUSDT"))
+    put_report(store, make_report("BTCUSDT"))
     first = await hub.open("sse", ["BTCUSDT"])
     second = await hub.open("sse", ["BTCUSDT"])
     assert await shard_subscribers(redis_url, "BTCUSDT") == 1  # one listener per process
     assert await shard_subscribers(redis_url, "ETHUSDT") == 0
     assert sample("context8_mcp_push_channels") == 1
-    written = await asyncio.to_thread(announce, sync_redis, "BTCUSDT")
+    written = await asyncio.to_thread(announce, store, "BTCUSDT")
     assert await next_update(first) == Update("BTCUSDT", written)
     assert await next_update(second) == Update("BTCUSDT", written)
     first.close()
@@ -177,7 +172,7 @@ async def _is_zero(count: Any) -> bool:
 
 
 async def test_hub_rate_limits_per_subscriber_and_delivers_the_newest_at_interval_end(
-    hub: PushHub, sync_redis: redis.Redis
+    hub: PushHub, store: redis.Redis
 ) -> None:
     sub = await hub.open("sse", ["BTCUSDT"])
     coalesced = sample("context8_mcp_push_notifications_coalesced_total", kind="sse")
@@ -185,7 +180,7 @@ async def test_hub_rate_limits_per_subscriber_and_delivers_the_newest_at_interva
     written = [base + i for i in range(5)]
 
     def burst() -> None:  # five writes in one round trip: well inside one 200 ms interval
-        pipe = sync_redis.pipeline(transaction=False)
+        pipe = store.pipeline(transaction=False)
         for updated_at in written:
             pipe.spublish(keys.report_updates("BTCUSDT"), updated_at)
         pipe.execute()
@@ -206,7 +201,7 @@ async def test_hub_rate_limits_per_subscriber_and_delivers_the_newest_at_interva
 
 
 async def test_a_slow_consumer_is_dropped_with_a_counted_reason(
-    redis_url: str, sync_redis: redis.Redis
+    redis_url: str, store: redis.Redis
 ) -> None:
     push, client = await started_hub(redis_url, min_interval_ms=0, max_queue=2)
     try:
@@ -218,7 +213,7 @@ async def test_a_slow_consumer_is_dropped_with_a_counted_reason(
         delivered = 0
         base = now_ms()
         for i in range(4):
-            await asyncio.to_thread(sync_redis.spublish, keys.report_updates("BTCUSDT"), base + i)
+            await asyncio.to_thread(store.spublish, keys.report_updates("BTCUSDT"), base + i)
             await next_update(fast)  # the fast one keeps up; the slow one never reads
             delivered += 1
         assert slow.closed_reason == "slow_consumer"
@@ -292,11 +287,11 @@ def server(service: ReportService, hub: PushHub) -> MCPServer:
 
 
 async def test_listen_on_2026_protocol_delivers_report_updates(
-    server: MCPServer, sync_redis: redis.Redis
+    server: MCPServer, store: redis.Redis
 ) -> None:
     """The defect: resources.subscribe was advertised and subscriptions/listen acknowledged
     for report://BTCUSDT, then nothing was sent while the report changed."""
-    put_report(sync_redis, make_report("BTCUSDT"))
+    put_report(store, make_report("BTCUSDT"))
     sent = sample("context8_mcp_push_notifications_sent_total", kind="mcp_listen")
     async with Client(server) as client:
         assert client.protocol_version == "2026-07-28"
@@ -306,7 +301,7 @@ async def test_listen_on_2026_protocol_delivers_report_updates(
             assert sub.honored.resource_subscriptions == ["report://BTCUSDT"]
             events = []
             for i in range(3):  # the report keeps changing: an update each time
-                await asyncio.to_thread(announce, sync_redis, "BTCUSDT", mid=64000.0 + i)
+                await asyncio.to_thread(announce, store, "BTCUSDT", mid=64000.0 + i)
                 async with asyncio.timeout(DEADLINE_S):
                     events.append(await anext(aiter(sub)))
     assert events == [ResourceUpdated(uri="report://BTCUSDT")] * 3
@@ -315,23 +310,23 @@ async def test_listen_on_2026_protocol_delivers_report_updates(
 
 
 async def test_listen_keeps_the_clients_uri_spelling(
-    server: MCPServer, sync_redis: redis.Redis
+    server: MCPServer, store: redis.Redis
 ) -> None:
-    put_report(sync_redis, make_report("ETHUSDT"))
+    put_report(store, make_report("ETHUSDT"))
     async with (
         Client(server) as client,
         client.listen(resource_subscriptions=["report://ethusdt"]) as sub,
     ):
-        await asyncio.to_thread(announce, sync_redis, "ETHUSDT")
+        await asyncio.to_thread(announce, store, "ETHUSDT")
         async with asyncio.timeout(DEADLINE_S):
             event = await anext(aiter(sub))
     assert event == ResourceUpdated(uri="report://ethusdt")
 
 
 async def test_listen_to_an_unknown_or_invalid_resource_is_a_clear_error(
-    server: MCPServer, sync_redis: redis.Redis
+    server: MCPServer, store: redis.Redis
 ) -> None:
-    put_report(sync_redis, make_report("BTCUSDT"))
+    put_report(store, make_report("BTCUSDT"))
     async with Client(server) as client:
         with pytest.raises(MCPError) as unknown:
             async with client.listen(resource_subscriptions=["report://XRPUSDT"]):
@@ -371,9 +366,9 @@ async def wait_for_uri(received: list[str], event: asyncio.Event, uri: str) -> N
             await event.wait()
 
 
-async def test_legacy_subscribe_and_unsubscribe(server: MCPServer, sync_redis: redis.Redis) -> None:
+async def test_legacy_subscribe_and_unsubscribe(server: MCPServer, store: redis.Redis) -> None:
     for symbol in ("BTCUSDT", "ETHUSDT"):
-        put_report(sync_redis, make_report(symbol))
+        put_report(store, make_report(symbol))
     received: list[str] = []
     arrived = asyncio.Event()
     async with legacy_client(server, received, arrived) as client:
@@ -382,14 +377,14 @@ async def test_legacy_subscribe_and_unsubscribe(server: MCPServer, sync_redis: r
         assert resources is not None and resources.subscribe is True
         await legacy_call(client, "subscribe_resource", "report://BTCUSDT")
         await legacy_call(client, "subscribe_resource", "report://ETHUSDT")
-        await asyncio.to_thread(announce, sync_redis, "BTCUSDT")
+        await asyncio.to_thread(announce, store, "BTCUSDT")
         await wait_for_uri(received, arrived, "report://BTCUSDT")
         await legacy_call(client, "unsubscribe_resource", "report://BTCUSDT")
         received.clear()
         # BTCUSDT first, then ETHUSDT: had the BTCUSDT one still been delivered, it would
         # have arrived before the ETHUSDT one (one listener, in order).
-        await asyncio.to_thread(announce, sync_redis, "BTCUSDT", mid=1.0)
-        await asyncio.to_thread(announce, sync_redis, "ETHUSDT")
+        await asyncio.to_thread(announce, store, "BTCUSDT", mid=1.0)
+        await asyncio.to_thread(announce, store, "ETHUSDT")
         await wait_for_uri(received, arrived, "report://ETHUSDT")
         assert received == ["report://ETHUSDT"]
         with pytest.raises(MCPError) as unknown:
@@ -398,14 +393,14 @@ async def test_legacy_subscribe_and_unsubscribe(server: MCPServer, sync_redis: r
 
 
 async def test_registered_symbol_without_a_report_can_be_subscribed(
-    server: MCPServer, sync_redis: redis.Redis
+    server: MCPServer, store: redis.Redis
 ) -> None:
-    register_symbol(sync_redis, "SOLUSDT")
+    register_symbol(store, "SOLUSDT")
     async with (
         Client(server) as client,
         client.listen(resource_subscriptions=["report://SOLUSDT"]) as sub,
     ):
-        await asyncio.to_thread(announce, sync_redis, "SOLUSDT")
+        await asyncio.to_thread(announce, store, "SOLUSDT")
         async with asyncio.timeout(DEADLINE_S):
             assert await anext(aiter(sub)) == ResourceUpdated(uri="report://SOLUSDT")
 
@@ -446,11 +441,11 @@ async def test_hub_on_redis_cluster_uses_sharded_pubsub_per_slot_owner() -> None
 
 
 async def test_subscriptions_beyond_the_limit_are_refused_until_one_leaves(
-    redis_url: str, sync_redis: redis.Redis
+    redis_url: str, store: redis.Redis
 ) -> None:
     push, client = await started_hub(redis_url, max_subscribers=1)
     try:
-        put_report(sync_redis, make_report("BTCUSDT"))
+        put_report(store, make_report("BTCUSDT"))
         first = await push.open("sse", ["BTCUSDT"])
         assert push.at_capacity
         with pytest.raises(PushCapacityError, match="too many open subscriptions"):

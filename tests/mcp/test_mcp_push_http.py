@@ -50,13 +50,6 @@ def server(redis_server: RedisServer) -> Iterator[HttpServerProcess]:
     proc.stop()
 
 
-@pytest.fixture
-def store(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
 class SseReader:
     """Reads ``text/event-stream`` frames as {field: value} (a comment is ``comment``)."""
 

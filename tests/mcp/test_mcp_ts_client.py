@@ -5,17 +5,14 @@ structuredContent against the tool's advertised outputSchema with ajv (draft 202
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from context8.redis_server import RedisServer
 from tests.mcp.helpers import HttpServerProcess, make_report, put_report, register_symbol
 from tests.mcp.js_clients import (
-    ensure_js_clients,
     node_env,
     run_ts_client,
     stdio_server_command,
@@ -25,18 +22,7 @@ from tests.mcp.js_clients import (
 #: Tools every build has; tools added later are called too (the script calls all it lists).
 CORE_TOOLS = {"get_report", "get_reports", "list_symbols"}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def js_clients() -> None:
-    ensure_js_clients()
-
-
-@pytest.fixture(scope="module")
-def server(redis_server: RedisServer) -> Iterator[HttpServerProcess]:
-    proc = HttpServerProcess(redis_server.url)
-    proc.wait_ready()
-    yield proc
-    proc.stop()
+pytestmark = pytest.mark.usefixtures("js_clients")
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 import select
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +15,11 @@ import orjson
 import pytest
 import redis
 
-from context8.redis_server import RedisServer
 from shared import keys
 from tests.mcp.helpers import REPO, HttpServerProcess, make_report, now_ms, put_report
 from tests.mcp.js_clients import (
     CLIENT_SCRIPT,
     NODE,
-    ensure_js_clients,
     last_json_line,
     node_env,
     stdio_server_command,
@@ -31,18 +28,7 @@ from tests.mcp.js_clients import (
 
 URI = "report://BTCUSDT"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def js_clients() -> None:
-    ensure_js_clients()
-
-
-@pytest.fixture(scope="module")
-def server(redis_server: RedisServer) -> Iterator[HttpServerProcess]:
-    proc = HttpServerProcess(redis_server.url)
-    proc.wait_ready()
-    yield proc
-    proc.stop()
+pytestmark = pytest.mark.usefixtures("js_clients")
 
 
 def read_event(proc: subprocess.Popen[bytes], deadline: float) -> dict[str, Any]:
