@@ -10,6 +10,21 @@ from typing import Any
 import uvloop
 
 
+async def sleep_unless(event: asyncio.Event, seconds: float) -> bool:
+    """Sleep ``seconds``, or less if ``event`` gets set; True if it is set (stop now).
+
+    The one "sleep unless stopped" of every service loop: a stop request never waits out
+    a back-off or a poll interval. A negative delay is no delay.
+    """
+    if event.is_set():
+        return True
+    try:
+        await asyncio.wait_for(event.wait(), max(0.0, seconds))
+    except TimeoutError:
+        return False
+    return True
+
+
 class Shutdown:
     """Set once SIGTERM or SIGINT arrives; services watch ``event`` and drain."""
 
@@ -27,11 +42,7 @@ class Shutdown:
 
     async def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds; True if shutdown was requested."""
-        try:
-            await asyncio.wait_for(self.event.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await sleep_unless(self.event, timeout)
 
 
 def run_service(main: Callable[[Shutdown], Coroutine[Any, Any, None]]) -> int:

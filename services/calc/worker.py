@@ -29,6 +29,7 @@ from shared import keys
 from shared.candidate import Candidate, encode_candidate
 from shared.errors import InvalidSymbolError, WireFormatError
 from shared.lease import HeldLease, LeaseClient
+from shared.lifecycle import sleep_unless
 from shared.membership import Membership
 from shared.redis_client import RedisClient, discovered, make_redis
 from shared.scripts import Scripts
@@ -144,8 +145,7 @@ class SymbolRunner:
             self.worker.update_owned()
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopped.wait(), seconds)
+        await sleep_unless(self._stopped, seconds)
 
     # --- lease ------------------------------------------------------------------------
 
@@ -517,8 +517,7 @@ class CalcWorker:
         # renewal was sent, so a slow round must not push the next one later.
         due = time.monotonic() + interval
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), max(0.0, due - time.monotonic()))
+            await sleep_unless(stop, due - time.monotonic())
             due = time.monotonic() + interval
             held = [(r, r.lease) for r in self.runners.values() if r.active and r.lease]
             if not held:
@@ -555,10 +554,7 @@ class CalcWorker:
                 m.REDIS_ERRORS.labels(op="heartbeat").inc()
                 self.log.warning("heartbeat_failed", error=repr(exc))
             jitter = random.uniform(-s.calc_heartbeat_jitter_ms, s.calc_heartbeat_jitter_ms)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    stop.wait(), max(0.02, (s.calc_heartbeat_ms + jitter) / 1000)
-                )
+            await sleep_unless(stop, max(0.02, (s.calc_heartbeat_ms + jitter) / 1000))
 
     async def _assignment_loop(self, stop: asyncio.Event) -> None:
         """Re-read the assignment on every pub/sub push, and every poll interval anyway."""
@@ -587,8 +583,7 @@ class CalcWorker:
                     with contextlib.suppress(Exception):
                         await pubsub.aclose()
                 pubsub = None
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.5)
+                await sleep_unless(stop, 0.5)
         if pubsub is not None:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()

@@ -27,7 +27,6 @@ gives every held claim back, so a standby takes over within one tick.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +34,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from shared import keys
+from shared.lifecycle import sleep_unless
 from shared.redis_client import RedisClient
 from shared.scripts import Scripts
 
@@ -128,8 +128,7 @@ class ClaimKeeper:
                 await self.step()
             except (RedisError, OSError) as exc:
                 self._log.warning("feed claim pass failed; retrying", error=repr(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.tick_s)
+            await sleep_unless(stop, self.tick_s)
 
     async def release(self) -> None:
         """Give up every claim still held (never another process's)."""

@@ -26,7 +26,7 @@ from services.ingest.stall import check_stall_symbols
 from services.ingest.writer import StreamWriter
 from shared import keys, wire
 from shared.errors import ConfigError
-from shared.lifecycle import Shutdown
+from shared.lifecycle import Shutdown, sleep_unless
 from shared.logging import configure_logging
 from shared.metrics import start_metrics
 from shared.redis_client import RedisClient, make_redis
@@ -80,8 +80,7 @@ async def sample_stream_lengths(
                 gauge.set(length)
         except (RedisError, OSError) as exc:
             log.warning("stream length sample failed", error=repr(exc))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s)
+        await sleep_unless(stop, interval_s)
 
 
 async def register_symbols(redis: RedisClient, feeds: list[Feed], mode: str) -> None:

@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 
 from shared import keys
 from shared.errors import Context8Error
+from shared.lifecycle import sleep_unless
 from shared.redis_client import RedisClient, discovered
 
 log = structlog.get_logger()
@@ -479,8 +480,7 @@ class PushHub:
             except Exception:  # a bug must not end push for the life of the process
                 self._set_listening(set())
                 log.exception("push_listener_failed", retry_in_s=backoff)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), backoff)
+            await sleep_unless(self._stopping, backoff)
             backoff = min(backoff * 2, 5.0)
 
     async def _listen(self) -> None:
