@@ -8,6 +8,7 @@ the real ``python -m services.<name>`` processes.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -19,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from context8.redis_server import RedisServer, free_port
+from context8.redis_server import RedisServer, free_port, write_acl
 from services.ingest.settings import DEMO_FILES
+from shared import acl
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_SYMBOLS: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
@@ -83,6 +85,9 @@ class FleetConfig:
     #: Run on this Redis (e.g. a ``redis+cluster://`` URL) instead of an embedded server.
     redis_url: str = ""
     log_level: str = "INFO"
+    #: Run each service under its own least-privilege ACL user (shared/acl.py) on the
+    #: embedded server, the default user off. Not applied to an external ``redis_url``.
+    acl: bool = True
 
 
 class Fleet:
@@ -96,15 +101,42 @@ class Fleet:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.redis = RedisServer(data_dir=self.workdir / "redis")
         (self.workdir / "redis").mkdir(exist_ok=True)
+        #: Service -> file with its Redis password (the users are in the server's dir,
+        #: so a server restarted on it, as the chaos tests do, keeps them).
+        self.password_files: dict[str, Path] = {}
+        if self.config.acl:
+            self._write_acl()
         self.mcp_port = free_port()
         self.services: list[ServiceProcess] = []
         self._calc_seq = 0
 
     # --- lifecycle -------------------------------------------------------------
 
+    def _write_acl(self) -> None:
+        secrets_dir = self.workdir / "secrets"
+        secrets_dir.mkdir(mode=0o700, exist_ok=True)
+        passwords = {name: secrets.token_urlsafe(24) for name in acl.SERVICES}
+        write_acl(self.workdir / "redis", passwords, secrets.token_urlsafe(24))
+        for name, password in passwords.items():
+            path = secrets_dir / f"{name}.password"
+            path.touch(mode=0o600)
+            path.write_text(password)
+            self.password_files[name] = path
+
     @property
     def redis_url(self) -> str:
+        """The fleet's Redis for tools and tests (the admin user under ACL)."""
         return self.config.redis_url or self.redis.url
+
+    def redis_env(self, service: str) -> dict[str, str]:
+        """How ``service`` reaches Redis: its own ACL user on the embedded server."""
+        if self.config.redis_url or service not in self.password_files:
+            return {"C8_REDIS_URL": self.redis_url}
+        return {
+            "C8_REDIS_URL": self.redis.plain_url,
+            "C8_REDIS_USERNAME": service,
+            "C8_REDIS_PASSWORD_FILE": str(self.password_files[service]),
+        }
 
     def start(self) -> Fleet:
         if not self.config.redis_url:
@@ -153,6 +185,8 @@ class Fleet:
         label = instance or name
         port = free_port()
         full_env = self.base_env()
+        full_env.update(self.redis_env(name))
+        full_env.update(self.config.extra_env)
         full_env.update(env or {})
         full_env["C8_METRICS_PORT"] = str(port)
         full_env.setdefault("C8_NODE_ID", f"{label}-{os.getpid()}")
@@ -194,6 +228,13 @@ class Fleet:
 
         Returns each service's exit code (None if it had to be killed).
         """
+        codes = self.stop_services(timeout)
+        if not self.config.redis_url:
+            self.redis.stop(remove_dir=False)
+        return codes
+
+    def stop_services(self, timeout: float = 10.0) -> dict[str, int | None]:
+        """``stop`` without stopping Redis (to look at it afterwards)."""
         codes: dict[str, int | None] = {}
 
         def order(s: ServiceProcess) -> int:
@@ -210,8 +251,6 @@ class Fleet:
                 codes[svc.name] = code
             else:
                 codes[svc.name] = svc.returncode()
-        if not self.config.redis_url:
-            self.redis.stop(remove_dir=False)
         return codes
 
     def cleanup(self) -> None:

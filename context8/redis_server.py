@@ -13,8 +13,11 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 import redis
+
+from shared.acl import ADMIN_USER, acl_file
 
 #: Where listening ports are picked: below Linux's default ephemeral range.
 _LISTEN_PORTS = range(20_000, 32_768)
@@ -57,11 +60,29 @@ class RedisServerError(RuntimeError):
     """redis-server is missing or did not come up."""
 
 
+#: In a server's data dir: its ACL users (``shared.acl.acl_file``) and the admin password.
+ACL_FILE = "users.acl"
+ADMIN_PASSWORD_FILE = "admin.password"
+
+
+def write_acl(data_dir: Path, passwords: dict[str, str], admin_password: str) -> None:
+    """Make the server of ``data_dir`` run under ACL users: the default user off, one
+    user per service, an admin user for tools and tests (``RedisServer.url``). Files are
+    owner-only; a server restarted on the same dir keeps its users, as AOF keeps data."""
+    for name, text in ((ACL_FILE, acl_file(passwords, admin_password)),
+                       (ADMIN_PASSWORD_FILE, admin_password)):
+        path = data_dir / name
+        path.touch(mode=0o600)
+        path.write_text(text)
+
+
 class RedisServer:
     """A redis-server process on 127.0.0.1 with its own temp dir.
 
     ``appendonly`` enables AOF (fsync every write), so a SIGKILLed server restarted on
-    the same dir and port keeps what it acknowledged.
+    the same dir and port keeps what it acknowledged. A data dir holding ``users.acl``
+    (``write_acl``) runs the server under those ACL users, and ``url`` logs in as the
+    admin user.
     """
 
     def __init__(
@@ -84,8 +105,22 @@ class RedisServer:
         self.appendonly = appendonly
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def admin_password(self) -> str | None:
+        """The admin user's password when the server runs under ACL users, else None."""
+        if not (self.data_dir / ACL_FILE).exists():
+            return None
+        return (self.data_dir / ADMIN_PASSWORD_FILE).read_text()
+
     @property
     def url(self) -> str:
+        """The server's URL (as the admin user when it runs under ACL users)."""
+        password = self.admin_password()
+        auth = "" if password is None else f"{ADMIN_USER}:{quote(password, safe='')}@"
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def plain_url(self) -> str:
+        """The server's URL without credentials (for a service with its own user)."""
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
@@ -110,9 +145,18 @@ class RedisServer:
             "--protected-mode",
             "yes",
         ]
+        if (self.data_dir / ACL_FILE).exists():
+            args += ["--aclfile", str((self.data_dir / ACL_FILE).resolve())]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.5)
+        password = self.admin_password()
+        client = redis.Redis(
+            port=self.port,
+            username=None if password is None else ADMIN_USER,
+            password=password,
+            socket_connect_timeout=0.2,
+            socket_timeout=0.5,
+        )
         try:
             while True:
                 if self.proc.poll() is not None:

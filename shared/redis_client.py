@@ -10,6 +10,7 @@ candidate partition's tag), and every Lua script touches keys of one slot only.
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
@@ -46,13 +47,52 @@ def cluster_nodes(url: str) -> list[tuple[str, int]]:
     return nodes
 
 
+def auth_and_tls(settings: ServiceSettings) -> dict[str, Any]:
+    """Client options for the ACL user (``C8_REDIS_USERNAME`` / ``_PASSWORD`` /
+    ``_PASSWORD_FILE``) and TLS (``C8_REDIS_TLS_*``); empty by default.
+
+    ``ConfigError`` on a combination that would silently not do what it says: settings
+    credentials beside credentials in the URL, a password file that cannot be read, TLS
+    files with a plain ``redis://`` URL.
+    """
+    url = urlsplit(settings.redis_url)
+    options: dict[str, Any] = {}
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    if settings.redis_password_file is not None:
+        if password is not None:
+            raise ConfigError("set C8_REDIS_PASSWORD or C8_REDIS_PASSWORD_FILE, not both")
+        try:
+            password = settings.redis_password_file.read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"C8_REDIS_PASSWORD_FILE unreadable: {exc}") from exc
+        if not password:
+            raise ConfigError(f"C8_REDIS_PASSWORD_FILE {settings.redis_password_file} is empty")
+    if settings.redis_username or password is not None:
+        if url.username or url.password:
+            raise ConfigError(
+                "Redis credentials both in C8_REDIS_URL and in C8_REDIS_USERNAME/PASSWORD"
+            )
+        options["username"] = settings.redis_username
+        options["password"] = password
+    tls = {
+        "ssl_ca_certs": settings.redis_tls_ca_file,
+        "ssl_certfile": settings.redis_tls_cert_file,
+        "ssl_keyfile": settings.redis_tls_key_file,
+    }
+    if any(tls.values()):
+        if not url.scheme.startswith("rediss"):
+            raise ConfigError("C8_REDIS_TLS_* set but C8_REDIS_URL is not rediss:// (TLS)")
+        options.update({k: str(v) for k, v in tls.items() if v is not None})
+    return options
+
+
 def make_redis(settings: ServiceSettings, *, blocking_ms: int = 0) -> RedisClient:
     """A client whose every call fails within about (retries + 1) x socket timeout.
 
     ``blocking_ms`` widens the read timeout for a client used with blocking reads
     (XREAD BLOCK, pub/sub), so a quiet stream is not mistaken for a dead server.
     """
-    common = {
+    common: dict[str, Any] = {
         "socket_timeout": settings.redis_socket_timeout_s + blocking_ms / 1000,
         "socket_connect_timeout": settings.redis_connect_timeout_s,
         "retry": Retry(ExponentialBackoff(cap=0.25, base=0.02), settings.redis_retries),
@@ -61,18 +101,19 @@ def make_redis(settings: ServiceSettings, *, blocking_ms: int = 0) -> RedisClien
         "decode_responses": False,
         "max_connections": settings.redis_max_connections,
     }
+    common.update(auth_and_tls(settings))
     url = settings.redis_url
     if not is_cluster_url(url):
-        return Redis.from_url(url, **common)  # type: ignore[arg-type]
+        return Redis.from_url(url, **common)
     parts = urlsplit(url)
+    common.setdefault("username", unquote(parts.username) if parts.username else None)
+    common.setdefault("password", unquote(parts.password) if parts.password else None)
     return RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in cluster_nodes(url)],
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
         ssl=parts.scheme.startswith("rediss"),
         # Keep serving the slots that are up while a failed primary's replica takes over.
         require_full_coverage=False,
-        **common,  # type: ignore[arg-type]
+        **common,
     )
 
 

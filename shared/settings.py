@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +35,16 @@ class ServiceSettings(BaseSettings):
     #: 100 by default and fails calls beyond it (MaxConnectionsError): ingest's per-symbol
     #: claim renewals for 100+ symbols then failed and the claims were lost.
     redis_max_connections: int = Field(default=4096, gt=0)
+    #: ACL user and password (shared/acl.py has each service's user); the password
+    #: from the env or, better, a file (read at start). Not with credentials in the URL.
+    redis_username: str | None = None
+    redis_password: SecretStr | None = None
+    redis_password_file: Path | None = None
+    #: TLS (``rediss://`` / ``rediss+cluster://``): the CA that signed the server's
+    #: certificate, and this client's certificate and key when the server asks for one.
+    redis_tls_ca_file: Path | None = None
+    redis_tls_cert_file: Path | None = None
+    redis_tls_key_file: Path | None = None
     node_id: str = Field(default_factory=default_node_id, min_length=1)
     metrics_port: int = Field(default=0, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"

@@ -1,53 +1,53 @@
-"""Generate the Grafana dashboards (one per service) into ./dashboards.
+"""The Grafana dashboards as code, built with Grafana's own SDK (grafana-foundation-sdk).
 
     uv run python compose/grafana/generate.py
 
-The JSON files are committed; tests check them against the metric names the code
-really exports, so a renamed metric breaks the build instead of a dashboard.
+writes one dashboard per service plus a fleet overview into ./dashboards, which compose
+provisions (provisioning/dashboards/context8.yml). The JSON files are committed:
+tests/deploy/test_dashboards_generated.py regenerates them in memory and fails on drift,
+and tests/deploy/test_compose_and_dashboards.py checks every query's metric names
+against the metrics the code really registers.
+
+The panels are plain data (title, unit, [(expr, legend)]); only `build_panel` and
+`build_dashboard` touch the SDK's builders.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from grafana_foundation_sdk.builders import common as common_b
+from grafana_foundation_sdk.builders import dashboard as dashboard_b
+from grafana_foundation_sdk.builders import heatmap, prometheus, stat, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as common_m
+from grafana_foundation_sdk.models import dashboard as dashboard_m
+from grafana_foundation_sdk.models import prometheus as prometheus_m
 
 OUT = Path(__file__).resolve().parent / "dashboards"
-DS = {"type": "prometheus", "uid": "prometheus"}
+DS = dashboard_m.DataSourceRef(type_val="prometheus", uid="prometheus")  # provisioning uid
+# Reports older than this are stale (the Context8StaleReports alert's threshold).
+STALE_AFTER_S = 5
 
 Panel = tuple[str, str, list[tuple[str, str]]]  # title, unit, [(expr, legend)]
+Kind = Literal["timeseries", "stat", "heatmap", "heatmap_calculated"]
 
 
-def _panel(pid: int, title: str, unit: str, targets: list[tuple[str, str]]) -> dict[str, Any]:
-    return {
-        "id": pid,
-        "type": "timeseries",
-        "title": title,
-        "datasource": DS,
-        "gridPos": {"h": 8, "w": 12, "x": 12 * ((pid - 1) % 2), "y": 8 * ((pid - 1) // 2)},
-        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-        "options": {"legend": {"displayMode": "table", "placement": "bottom"}},
-        "targets": [
-            {"refId": chr(ord("A") + i), "expr": expr, "legendFormat": legend, "datasource": DS}
-            for i, (expr, legend) in enumerate(targets)
-        ],
-    }
+@dataclass(frozen=True)
+class PanelSpec:
+    """A panel as plain data. heatmap: the queries return histogram buckets (by le);
+    heatmap_calculated: Grafana buckets the plain series' values itself."""
 
-
-def dashboard(service: str, title: str, panels: list[Panel]) -> dict[str, Any]:
-    return {
-        "uid": f"context8-{service}",
-        "title": title,
-        "tags": ["context8", service],
-        "timezone": "utc",
-        "schemaVersion": 39,
-        "version": 1,
-        "refresh": "5s",
-        "time": {"from": "now-30m", "to": "now"},
-        "templating": {"list": []},
-        "annotations": {"list": []},
-        "panels": [_panel(i + 1, *p) for i, p in enumerate(panels)],
-    }
+    title: str
+    unit: str
+    targets: list[tuple[str, str]]
+    kind: Kind = "timeseries"
+    description: str = ""
+    width: int = 12
 
 
 def q(expr: str) -> str:
@@ -62,6 +62,11 @@ def rate(metric: str, by: str = "") -> str:
 def p(quantile: float, metric: str, by: str = "") -> str:
     group = f", {by}" if by else ""
     return f"histogram_quantile({quantile}, sum by (le{group}) (rate({metric}_bucket[5m])))"
+
+
+def count0(expr: str) -> str:
+    """Count the series of `expr`, 0 (not "no data") when there are none."""
+    return f"count({expr}) or vector(0)"
 
 
 DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
@@ -220,12 +225,169 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
     ),
 }
 
+_AGE = "max by (symbol) (context8_calc_data_age_seconds)"
+
+FLEET: tuple[str, list[PanelSpec]] = (
+    "context8 / fleet overview",
+    [
+        PanelSpec(
+            f"Symbols with fresh / stale reports (data age <= / > {STALE_AFTER_S} s)", "short",
+            [(count0(f"{_AGE} <= {STALE_AFTER_S}"), "fresh"),
+             (count0(f"{_AGE} > {STALE_AFTER_S}"), "stale")],
+            kind="stat", width=8,
+            description="From the calc writers' context8_calc_data_age_seconds; a symbol "
+            "without a writer has no series (see Symbols without a writer).",
+        ),
+        PanelSpec(
+            "Symbols by book feed state (ingest)", "short",
+            [(q("count by (state) (max by (symbol, state) (context8_ingest_feed_state) == 1)"),
+              "{{state}}")],
+            kind="stat", width=8,
+            description="ok = fresh feed; degraded, down, waiting, unbuildable otherwise.",
+        ),
+        PanelSpec(
+            "Symbols without a calc writer", "short",
+            [(q("sum(context8_coordinator_symbols and on (instance) "
+                "(context8_coordinator_is_leader == 1)) - (sum(context8_calc_symbols_owned) "
+                "or vector(0))"), "without writer")],
+            kind="stat", width=8,
+            description="Symbols the leading coordinator assigns minus the writer leases "
+            "calc workers hold (the Context8SymbolWithoutWriter alert).",
+        ),
+        PanelSpec(
+            "Reports served by status (read API: ok = fresh, degraded, down)", "ops",
+            [(rate("context8_mcp_reports_served_total", "status"), "{{status}}")],
+        ),
+        PanelSpec(
+            "Data age per symbol", "s",
+            [(q(_AGE), "{{symbol}}")],
+        ),
+        PanelSpec(
+            "Data age across symbols (heatmap)", "s",
+            [(q(_AGE), "{{symbol}}")],
+            kind="heatmap_calculated",
+            description="Grafana buckets the per-symbol data age gauges (there is no data "
+            "age histogram): each column shows how many symbols had which age.",
+        ),
+        PanelSpec(
+            "Served report age, write to serve (heatmap)", "s",
+            [(q("sum by (le) (rate(context8_mcp_served_report_write_age_seconds_bucket[1m]))"),
+              "{{le}}")],
+            kind="heatmap",
+            description="context8_mcp_served_report_write_age_seconds: time since the "
+            "publisher wrote each report the read API served.",
+        ),
+        PanelSpec(
+            "Failovers: writer changes and moves per minute", "short",
+            [(rate("context8_coordinator_symbols_moved_total") + " * 60",
+              "symbols moved (coordinator)"),
+             (rate("context8_calc_lease_acquisitions_total") + " * 60",
+              "calc writer leases acquired"),
+             (rate("context8_calc_lease_losses_total") + " * 60", "calc writer leases lost"),
+             (rate("context8_ingest_takeovers_total") + " * 60", "ingest feed takeovers"),
+             (rate("context8_publisher_partition_takeovers_total") + " * 60",
+              "publisher partition takeovers"),
+             (rate("context8_coordinator_leader_changes_total") + " * 60",
+              "coordinator leader changes")],
+        ),
+        PanelSpec(
+            "Redis operations by service (from service counters)", "ops",
+            [(rate("context8_ingest_stream_entries_written_total"),
+              "ingest stream entries (XADD)"),
+             (rate("context8_calc_candidates_emitted_total"), "calc candidates (XADD)"),
+             (rate("context8_calc_heartbeats_total") + " + "
+              + rate("context8_calc_lease_renewals_total"), "calc heartbeats + lease renewals"),
+             (rate("context8_publisher_accepted_total"), "publisher report writes (Lua)"),
+             (rate("context8_publisher_history_rows_total"), "publisher history rows"),
+             (rate("context8_mcp_reports_served_total"), "mcp report reads")],
+            description="No redis_exporter runs, so these are the services' own counts of "
+            "what they write and read, not Redis' command stats.",
+        ),
+        PanelSpec(
+            "Redis errors by service per second", "ops",
+            [(rate("context8_ingest_stream_write_errors_total"), "ingest"),
+             (rate("context8_calc_redis_errors_total", "op"), "calc {{op}}"),
+             (rate("context8_coordinator_errors_total"), "coordinator"),
+             (rate("context8_publisher_errors_total"), "publisher"),
+             (rate("context8_mcp_redis_errors_total"), "mcp")],
+        ),
+    ],
+)
+
+
+def _spec(panel: Panel | PanelSpec) -> PanelSpec:
+    return panel if isinstance(panel, PanelSpec) else PanelSpec(*panel)
+
+
+def _query(ref: int, expr: str, legend: str, kind: Kind) -> prometheus.Dataquery:
+    query = (
+        prometheus.Dataquery().ref_id(chr(ord("A") + ref)).expr(expr).legend_format(legend)
+        .datasource(DS)
+    )
+    if kind == "heatmap":
+        query = query.format(prometheus_m.PromQueryFormat.HEATMAP)
+    return query
+
+
+def build_panel(pid: int, spec: PanelSpec) -> Any:
+    """The SDK builder of one panel (its type depends on spec.kind)."""
+    panel: Any
+    if spec.kind == "timeseries":
+        panel = timeseries.Panel().legend(
+            common_b.VizLegendOptions().show_legend(True)
+            .display_mode(common_m.LegendDisplayMode.TABLE)
+            .placement(common_m.LegendPlacement.BOTTOM)
+        )
+    elif spec.kind == "stat":
+        panel = (
+            stat.Panel().reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]))
+            .graph_mode(common_m.BigValueGraphMode.AREA)
+        )
+    else:
+        panel = (
+            heatmap.Panel().calculate(spec.kind == "heatmap_calculated")
+            .y_axis(heatmap.YAxisConfig().unit(spec.unit))
+        )
+    panel = (
+        panel.id(pid).title(spec.title).unit(spec.unit).datasource(DS)
+        .height(8).span(spec.width)
+    )
+    if spec.description:
+        panel = panel.description(spec.description)
+    for ref, (expr, legend) in enumerate(spec.targets):
+        panel = panel.with_target(_query(ref, expr, legend, spec.kind))
+    return panel
+
+
+def build_dashboard(name: str, title: str, panels: Sequence[Panel | PanelSpec]) -> Any:
+    """The SDK model of one dashboard (uid context8-<name>)."""
+    builder = (
+        dashboard_b.Dashboard(title).uid(f"context8-{name}").tags(["context8", name])
+        .timezone("utc").refresh("5s").time("now-30m", "now").version(1).readonly()
+    )
+    for pid, panel in enumerate(panels, start=1):
+        builder = builder.with_panel(build_panel(pid, _spec(panel)))
+    return builder.build()
+
+
+def render(dashboard: Any) -> str:
+    return json.dumps(dashboard, cls=JSONEncoder, indent=2) + "\n"
+
+
+def rendered() -> dict[str, str]:
+    """File name -> JSON text of every dashboard, as committed in ./dashboards."""
+    boards: dict[str, tuple[str, Sequence[Panel | PanelSpec]]] = {**DASHBOARDS, "fleet": FLEET}
+    return {
+        f"{name}.json": render(build_dashboard(name, title, panels))
+        for name, (title, panels) in boards.items()
+    }
+
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    for service, (title, panels) in DASHBOARDS.items():
-        path = OUT / f"{service}.json"
-        path.write_text(json.dumps(dashboard(service, title, panels), indent=2) + "\n")
+    for name, text in rendered().items():
+        path = OUT / name
+        path.write_text(text)
         print(f"wrote {path}")
 
 

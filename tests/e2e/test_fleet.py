@@ -1,6 +1,6 @@
 """The whole fleet as real processes on the bundled data.
 
-Reports for both symbols appear, pass schema 1.1, carry the symbol's current fencing
+Reports for both symbols appear, pass schema 1.2, carry the symbol's current fencing
 token, and their best bid/ask equal the exchange's recorded bookTicker at the report's
 event time. Then every service stops with exit code 0 on SIGTERM.
 """
@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from context8.fleet import DEMO_SYMBOLS, Fleet, FleetConfig, wait_until
 from services.ingest.settings import DEMO_FILES
-from shared import keys
+from shared import acl, keys
 from shared.report import ns_from_iso_utc, schema_errors
 from tests.support.binance_truth import read_truth
 
@@ -95,7 +98,27 @@ def test_reports_match_bookticker_and_current_token(fleet: Fleet) -> None:
     client.close()
 
 
+def test_each_service_runs_under_its_own_acl_user(fleet: Fleet) -> None:
+    # mcp connects on its first read.
+    with urllib.request.urlopen(f"http://127.0.0.1:{fleet.mcp_port}/v1/symbols", timeout=5) as r:
+        assert r.status == 200
+    client = redis.Redis.from_url(fleet.redis.url)
+    users = {c["user"] for c in client.client_list()}
+    assert users == {*acl.SERVICES, acl.ADMIN_USER}, users
+    assert "off" in client.acl_getuser("default")["flags"]
+    with pytest.raises(redis.AuthenticationError):
+        # No password: the default user (no retries, redis-py backs off on a refused login).
+        redis.Redis(port=fleet.redis.port, retry=Retry(NoBackoff(), 0)).ping()
+    client.close()
+
+
 def test_every_service_exits_zero_on_sigterm(fleet: Fleet) -> None:
     assert not fleet.dead_services()
-    codes = fleet.stop(timeout=8)
+    codes = fleet.stop_services(timeout=8)
     assert codes and all(code == 0 for code in codes.values()), codes
+    # Nothing any service did, start to stop (leave, lease/claim release), was refused.
+    client = redis.Redis.from_url(fleet.redis.url)
+    # (Redis >= 7.2 would log redis-py's optional CLIENT SETINFO, which it ignores.)
+    refused = [e for e in client.acl_log() if e.get("object") != "client|setinfo"]
+    assert refused == [], refused
+    client.close()

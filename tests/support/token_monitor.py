@@ -97,6 +97,15 @@ def _command_and_key(line: bytes) -> tuple[bytes, bytes] | None:
     return (name, line[key_start:key_end]) if key_end > 0 else None
 
 
+def _resp(command: Sequence[str]) -> bytes:
+    """One command in RESP (the raw MONITOR connection has no client library)."""
+    parts = [f"*{len(command)}\r\n".encode()]
+    for arg in command:
+        raw = arg.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(parts)
+
+
 class TokenTimeline:
     """Records grants and accepted writes of ``symbols`` (and the coordinator epoch)
     from MONITOR, in its own thread; reconnects (new segment) after a Redis restart."""
@@ -106,6 +115,10 @@ class TokenTimeline:
         self.symbols = tuple(symbols)
         parsed = redis.connection.parse_url(url)
         self._addr = (str(parsed.get("host", "127.0.0.1")), int(parsed.get("port", 6379)))
+        #: The URL's ACL user (the embedded fleet's admin), if any.
+        self._auth: dict[str, Any] = {
+            k: parsed[k] for k in ("username", "password") if parsed.get(k) is not None
+        }
         self._token_keys: dict[bytes, str] = {keys.token(s).encode(): s for s in self.symbols}
         if epoch:
             self._token_keys[keys.COORDINATOR_EPOCH.encode()] = EPOCH
@@ -161,16 +174,18 @@ class TokenTimeline:
             sock: socket.socket | None = None
             try:
                 sock = socket.create_connection(self._addr, timeout=1.0)
-                sock.sendall(b"MONITOR\r\n")
+                hello = [["AUTH", *self._auth.values()]] if self._auth else []
+                sock.sendall(b"".join(_resp(c) for c in [*hello, ["MONITOR"]]))
                 buf = b""
-                while b"\r\n" not in buf:
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        raise ConnectionError("closed before MONITOR answered")
-                    buf += chunk
-                first, _, buf = buf.partition(b"\r\n")
-                if first != b"+OK":
-                    raise ConnectionError(f"MONITOR refused: {first!r}")  # e.g. LOADING
+                for _ in range(len(hello) + 1):
+                    while b"\r\n" not in buf:
+                        chunk = sock.recv(65536)
+                        if not chunk:
+                            raise ConnectionError("closed before MONITOR answered")
+                        buf += chunk
+                    first, _, buf = buf.partition(b"\r\n")
+                    if first != b"+OK":
+                        raise ConnectionError(f"MONITOR refused: {first!r}")  # e.g. LOADING
                 with self._lock:
                     self.segment += 1
                     self._current = {}
@@ -200,7 +215,11 @@ class TokenTimeline:
 
     def _mark(self) -> None:
         client: Any = redis.Redis(
-            host=self._addr[0], port=self._addr[1], socket_timeout=2, socket_connect_timeout=1
+            host=self._addr[0],
+            port=self._addr[1],
+            socket_timeout=2,
+            socket_connect_timeout=1,
+            **self._auth,
         )
         try:
             for key, label in self._token_keys.items():
