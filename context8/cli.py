@@ -8,6 +8,11 @@ from typing import Any
 
 from shared.errors import ConfigError
 
+OBSERVE_HELP = (
+    "also start Prometheus (apt prometheus) on loopback, scraping every service and"
+    " evaluating compose/prometheus/alerts.yml; its URL is shown"
+)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="context8", description=__doc__)
@@ -28,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument(
         "--speed", default="1", help='replay speed: 1 (paced on event time), N, or "max"'
     )
+    demo.add_argument("--observe", action="store_true", help=OBSERVE_HELP)
 
     live = sub.add_parser(
         "live",
@@ -57,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run a second ingest process for the same symbols (takes over if the first dies)",
     )
+    live.add_argument("--observe", action="store_true", help=OBSERVE_HELP)
 
     report_at = sub.add_parser(
         "report-at",
@@ -95,16 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         config = FleetConfig(calc_workers=args.workers, speed=args.speed)
         title = f"market reports (bundled Binance USDⓈ-M recording, {args.speed}x)"
-        return run_fleet(config, DEMO_SYMBOLS, title, args.duration)
+        return run_fleet(config, DEMO_SYMBOLS, title, args.duration, observe=args.observe)
     if args.command == "live":
         try:
             config, symbols = live_config(args.symbols, args.workers, args.standby)
         except ConfigError as exc:
             parser.error(str(exc))
         markets = sorted({item.split(":", 1)[0] for item in args.symbols.split(",") if item})
-        return run_fleet(
-            config, symbols, f"live market reports ({', '.join(markets)})", args.duration
-        )
+        title = f"live market reports ({', '.join(markets)})"
+        return run_fleet(config, symbols, title, args.duration, observe=args.observe)
     parser.error(f"unknown command {args.command}")
     return 2
 

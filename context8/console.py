@@ -22,6 +22,8 @@ from rich.table import Table
 from rich.text import Text
 
 from context8.fleet import Fleet, FleetConfig, wait_until
+from context8.observe import ALERT_RULES, PrometheusProcess, prometheus_config
+from shared.errors import ConfigError
 from shared.report import schema_errors
 
 STATUS_STYLE = {"ok": "green", "degraded": "yellow", "down": "red"}
@@ -155,9 +157,14 @@ def venue_problems(fleet: Fleet, tail_bytes: int = 65_536) -> list[str]:
 
 
 def run_fleet(
-    config: FleetConfig, symbols: tuple[str, ...], title: str, duration: float | None
+    config: FleetConfig,
+    symbols: tuple[str, ...],
+    title: str,
+    duration: float | None,
+    observe: bool = False,
 ) -> int:
-    """Start the fleet, show reports (or run ``duration`` s headless), stop cleanly."""
+    """Start the fleet, show reports (or run ``duration`` s headless), stop cleanly;
+    ``observe``: a Prometheus beside it (context8/observe.py)."""
     console = Console(stderr=duration is not None)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -168,6 +175,7 @@ def run_fleet(
     fleet = Fleet(config)
     base = f"http://127.0.0.1:{fleet.mcp_port}"
     code = 0
+    prom: PrometheusProcess | None = None
     try:
         console.print(f"starting redis-server and the fleet in {fleet.workdir} …")
         fleet.start()
@@ -177,6 +185,15 @@ def run_fleet(
             return 1
         started = time.monotonic()
         console.print(f"reports at {base}/v1/reports/<SYMBOL>, MCP at {base}/mcp")
+        if observe:
+            try:
+                prom = observer(fleet)
+            except ConfigError as exc:
+                console.print(f"[red]--observe: {exc}[/red]", highlight=False)
+                return 1
+            console.print(
+                f"Prometheus at {prom.url} (alerts: {prom.url}/alerts, targets: {prom.url}/targets)"
+            )
         if duration is None:
             view = render(fleet, symbols, title, {}, started)
             with Live(view, console=console, refresh_per_second=8) as live:
@@ -212,6 +229,8 @@ def run_fleet(
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if prom is not None:
+            prom.stop()
         codes = fleet.stop()
         # None means it had to be killed; anything but 0 is an unclean stop.
         bad = {name: c for name, c in codes.items() if c != 0}
@@ -221,6 +240,19 @@ def run_fleet(
         fleet.cleanup()
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
+
+
+def observer(fleet: Fleet) -> PrometheusProcess:
+    """A ready Prometheus scraping every service of ``fleet`` (data in its workdir)."""
+    # service = the module (calc for every calc worker), as compose labels them.
+    targets = [(svc.module.rsplit(".", 1)[-1], svc.metrics_port) for svc in fleet.services]
+    prom = PrometheusProcess(fleet.workdir / "prometheus", prometheus_config(targets, ALERT_RULES))
+    try:
+        prom.wait_ready()
+    except BaseException:
+        prom.stop()
+        raise
+    return prom
 
 
 def _healthy(base: str) -> bool:

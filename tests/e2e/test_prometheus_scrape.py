@@ -25,7 +25,6 @@ import json
 import re
 import shutil
 import signal
-import subprocess
 import tempfile
 import time
 import urllib.parse
@@ -40,7 +39,7 @@ import redis
 import yaml
 
 from context8.fleet import DEMO_SYMBOLS, Fleet, FleetConfig, wait_until
-from context8.redis_server import free_port
+from context8.observe import PrometheusProcess, prometheus_config
 from shared import keys
 
 pytestmark = pytest.mark.timeout(240)
@@ -163,84 +162,35 @@ def test_expand_grafana_variables() -> None:
 # --- Prometheus as a process ----------------------------------------------------------------
 
 
-@dataclass
-class Prometheus:
-    port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
+class Prometheus(PrometheusProcess):
+    """The demo's Prometheus (context8/observe.py) with the queries the tests ask."""
 
     def get(self, path: str, **params: str) -> Any:
-        url = f"http://127.0.0.1:{self.port}{path}"
-        if params:
-            url += "?" + urllib.parse.urlencode(params)
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            body = json.loads(resp.read())
-        assert body["status"] == "success", body
-        return body["data"]
+        return self.api(path, **params)
 
     def query(self, expr: str) -> list[dict[str, Any]]:
-        data = self.get("/api/v1/query", query=expr)
+        data = self.api("/api/v1/query", query=expr)
         result = data["result"]
         if data["resultType"] == "scalar":
             return [{"metric": {}, "value": result}]
         return list(result)
 
     def alerts(self) -> list[dict[str, Any]]:
-        return list(self.get("/api/v1/alerts")["alerts"])
-
-    def log_tail(self, lines: int = 20) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _config(fleet: Fleet, rules_file: Path) -> dict[str, Any]:
-    targets = [
-        {
-            "targets": [f"127.0.0.1:{svc.metrics_port}"],
-            "labels": {"service": svc.module.rsplit(".", 1)[-1]},
-        }
-        for svc in fleet.services
-    ]
-    return {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "800ms", "evaluation_interval": "1s"},
-        "rule_files": [str(rules_file)],
-        # The job name the rules select (up{job="context8"}), as in compose.
-        "scrape_configs": [{"job_name": "context8", "static_configs": targets}],
-    }
+        return list(self.api("/api/v1/alerts")["alerts"])
 
 
 def start_prometheus(fleet: Fleet, workdir: Path) -> Prometheus:
-    exe = shutil.which("prometheus")
-    assert exe, "prometheus missing (apt-get install prometheus; ./run tests installs it)"
+    """Scraping every service as ``context8 demo --observe`` does, with the alert rules'
+    ``for:`` windows shortened (FOR_SCALE) so faults fire within the test."""
     rules_file = workdir / "alerts.yml"
     rules_file.write_text(yaml.safe_dump(shortened_rules(RULES.read_text(), FOR_SCALE)))
-    config = workdir / "prometheus.yml"
-    config.write_text(yaml.safe_dump(_config(fleet, rules_file)))
-    port = free_port()
-    log = workdir / "prometheus.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [
-                exe,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    prom = Prometheus(port, proc, log)
-
-    def ready() -> bool:
-        assert proc.poll() is None, prom.log_tail()
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    assert wait_until(ready, timeout=30, interval=0.1), prom.log_tail()
+    targets = [(svc.module.rsplit(".", 1)[-1], svc.metrics_port) for svc in fleet.services]
+    prom = Prometheus(workdir, prometheus_config(targets, rules_file))
+    try:
+        prom.wait_ready()
+    except BaseException:
+        prom.stop()
+        raise
     return prom
 
 
@@ -301,12 +251,7 @@ def observed() -> Iterator[Observed]:
         for svc in fleet.services:  # a stopped ingest must take SIGTERM at teardown
             svc.signal(signal.SIGCONT)
         if prom is not None:
-            prom.proc.terminate()
-            try:
-                prom.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                prom.proc.kill()
-                prom.proc.wait(5)
+            prom.stop()
         client.close()
         fleet.stop()
         fleet.cleanup()
