@@ -1,4 +1,4 @@
-"""The report model, schema 1.1 (contract: shared/schema/report-1.1.json).
+"""The report model, schema 1.2 (contract: shared/schema/report-1.2.json).
 
 Calc workers build ``Report`` objects; the publisher stamps ``updatedAt`` and stores
 the JSON. Unknown values are ``None`` (JSON null), never a placeholder number.
@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION: Literal["1.1"] = "1.1"
+SCHEMA_VERSION: Literal["1.2"] = "1.2"
 
 Venue = Literal["BINANCE", "BYBIT"]
 IngestionStatus = Literal["ok", "degraded", "down"]
@@ -22,7 +22,8 @@ Severity = Literal["low", "medium", "high"]
 
 
 class _Model(BaseModel):
-    # Extra, documented fields are allowed (schema 1.1 permits them).
+    # Extra, documented fields are allowed (the schema permits them; the 1.2 flow and
+    # volatility fields travel as such extras).
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
@@ -98,7 +99,7 @@ class Health(_Model):
 
 
 class Report(_Model):
-    schemaVersion: Literal["1.1"] = SCHEMA_VERSION
+    schemaVersion: Literal["1.2"] = SCHEMA_VERSION
     writer: Writer
     #: Wall-clock ms of the write; the calc sends 0 and the publisher stamps it.
     updatedAt: int = 0
@@ -159,8 +160,8 @@ def ns_from_iso_utc(text: str) -> int:
 
 @cache
 def report_schema() -> dict[str, Any]:
-    """The JSON Schema of report 1.1, loaded from the package."""
-    text = resources.files("shared").joinpath("schema/report-1.1.json").read_text()
+    """The JSON Schema of report 1.2, loaded from the package."""
+    text = resources.files("shared").joinpath("schema/report-1.2.json").read_text()
     schema: dict[str, Any] = json.loads(text)
     return schema
 

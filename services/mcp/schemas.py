@@ -1,6 +1,6 @@
 """What the read API returns, described for LLM clients and JSON consumers.
 
-The report output schema is the contract schema (shared/schema/report-1.1.json) plus the
+The report output schema is the contract schema (shared/schema/report-1.2.json) plus the
 two documented read-time fields and a description of every field (meaning and units),
 so MCP clients both validate and *understand* get_report's structured output.
 """
@@ -17,7 +17,7 @@ from services.mcp.sections import HEADER
 from shared.report import report_schema
 
 REPORT_DESCRIPTION = (
-    "One symbol's market-microstructure report (schema 1.1) as served now. Prices are in "
+    "One symbol's market-microstructure report (schema 1.2) as served now. Prices are in "
     "the quote currency (e.g. USDT for BTCUSDT); quantities (qty) are in base-asset units "
     "(e.g. BTC). Unknown values are null, never a placeholder. Freshness is recomputed at "
     "read time: check ingestion.status and data_age_ms before trusting the numbers."
@@ -25,7 +25,7 @@ REPORT_DESCRIPTION = (
 
 #: JSON pointer-ish path (property names joined by '.') -> description.
 FIELD_DOCS: dict[str, str] = {
-    "schemaVersion": "Report schema version, always '1.1'.",
+    "schemaVersion": "Report schema version, always '1.2'.",
     "writer": "Who wrote this report.",
     "writer.nodeId": "Id of the calc node whose analytics produced the report.",
     "writer.writerToken": "Fencing token of that writer (grows on every ownership change).",
@@ -72,13 +72,51 @@ FIELD_DOCS: dict[str, str] = {
         "Aggressive (taker) buy qty minus taker sell qty over the recent window, base units; "
         "positive means net buying pressure."
     ),
+    "flow.cvd_30m": (
+        "Cumulative volume delta: taker buy qty minus taker sell qty over the last 30 min "
+        "of exchange time (base units; liquidation prints excluded). Positive = net buying."
+    ),
+    "flow.cvd_30m_window_sec": "Seconds cvd_30m actually covers (< 1800 early in the data).",
+    "flow.vwap_5m": "Volume-weighted average trade price over the last 5 min (quote), or null.",
+    "flow.vwap_5m_window_sec": "Seconds vwap_5m actually covers (< 300 early in the data).",
+    "flow.vwap_30m": "Volume-weighted average trade price over the last 30 min (quote), or null.",
+    "flow.vwap_30m_window_sec": "Seconds vwap_30m actually covers (< 1800 early in the data).",
+    "flow.aggressor_buy_ratio_30s": (
+        "Share of the last 30 s of traded qty bought by takers, 0..1 (0.5 = balanced); null "
+        "without trades."
+    ),
+    "flow.aggressor_buy_ratio_30s_window_sec": "Seconds the ratio actually covers (<= 30).",
+    "flow.large_trades_5m": (
+        "The 5 largest trades of the last 5 min by notional, largest first: time (ISO UTC), "
+        "side (taker buy/sell), price (quote), qty (base), notional (price x qty, quote; null "
+        "for inverse contracts)."
+    ),
+    "flow.large_trades_5m_window_sec": "Seconds large_trades_5m actually covers (<= 300).",
+    "flow.liquidations_30m": (
+        "Liquidation prints of the last 30 min (where the venue marks them), left out of the "
+        "flow measures: count and qty (base units)."
+    ),
+    "volatility": "Realised volatility and price impact over the last 5 min of whole seconds.",
+    "volatility.rv_5m_bps": (
+        "Realised volatility: 10^4 x sqrt(sum of squared 1 s log returns of the mid) over the "
+        "last 5 min, in basis points (not annualised); null without data."
+    ),
+    "volatility.rv_5m_annualized_bps": (
+        "rv_5m_bps scaled to a 365-day year (x sqrt(seconds per year / returns used)), bps."
+    ),
+    "volatility.rv_5m_window_sec": "One-second returns used (300 with a full window).",
+    "volatility.kyle_lambda_5m": (
+        "Kyle's lambda: price impact, the OLS slope of the 1 s mid change (bps) on the 1 s "
+        "signed taker qty (base units), in bps per unit; null with < 30 s of data."
+    ),
+    "volatility.kyle_lambda_5m_window_sec": "Seconds used in the kyle_lambda_5m regression.",
     "liquidity": "Liquidity structure (optional block).",
     "liquidity.walls": "Unusually large resting orders: side, price (quote), qty (base), severity.",
     "liquidity.vacuums": "Price ranges [from, to] (quote currency) with unusually thin liquidity.",
     "liquidity.volume_profile": (
-        "Traded volume by price over window_sec seconds: POC = price with the most volume, "
-        "VAH/VAL = high/low of the value area (the range holding most of the volume); "
-        "trade_count trades (at least 10)."
+        "Traded volume by price bins of bin_width over window_sec seconds: POC = centre of the "
+        "bin with the most volume, VAL/VAH = lower/upper edge of the value area (the bins "
+        "holding 70 % of the volume); trade_count trades (at least 10)."
     ),
     "anomalies": (
         "Detected anomalies (optional): spoofing, iceberg or flash_crash_risk, with severity."

@@ -31,7 +31,7 @@ HEADER: tuple[str, ...] = (
 SECTIONS: dict[str, tuple[str, ...]] = {
     "l1": ("last_price", "best_bid", "best_ask", "spread_bps", "mid_price", "micro_price"),
     "depth": ("depth",),
-    "flow": ("flow",),
+    "flow": ("flow", "volatility"),
     "liquidity": ("liquidity",),
     "anomalies": ("anomalies",),
     "health": ("health",),

@@ -1,7 +1,7 @@
 """The publisher's pure core: one stream entry in, a write to attempt or a rejection out.
 
 No Redis here. ``prepare`` decodes a candidate (shared.candidate), parses its report
-JSON, optionally validates it against schema 1.1 and that it names the same symbol and
+JSON, optionally validates it against schema 1.2 and that it names the same symbol and
 writer as the candidate, and stamps ``updatedAt`` with the wall-clock write time.
 """
 
@@ -56,7 +56,7 @@ def _fast_check() -> Check:
 
 
 def report_errors(report: dict[str, Any]) -> list[str]:
-    """Schema 1.1 violations of ``report``: the fast check first, jsonschema for details.
+    """Schema 1.2 violations of ``report``: the fast check first, jsonschema for details.
 
     When the two disagree, jsonschema (the reference implementation) decides.
     """

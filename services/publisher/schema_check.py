@@ -2,7 +2,7 @@
 
 ``jsonschema`` needs ~1.5 ms per report (it re-creates a validator per sub-schema),
 which would cap one publisher at a few hundred reports per second. This module compiles
-the keyword subset report-1.1.json uses into plain Python closures (~50x faster) and
+the keyword subset report-1.2.json uses into plain Python closures (~50x faster) and
 answers only valid / invalid; the publisher asks ``shared.report.schema_errors`` for
 the detailed errors of the rare invalid report (and trusts it if the two disagree).
 

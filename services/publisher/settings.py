@@ -8,7 +8,7 @@ from shared.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):
-    #: Validate every report against schema 1.1 before writing (invalid -> rejected).
+    #: Validate every report against schema 1.2 before writing (invalid -> rejected).
     publisher_validate: bool = True
     #: Most candidates read (and written in one pipeline) per batch.
     publisher_batch: int = Field(default=256, ge=1, le=10_000)

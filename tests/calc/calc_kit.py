@@ -11,7 +11,7 @@ import contextlib
 import functools
 import gzip
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,12 +73,15 @@ class PlainState:
     first_ms: int | None = None
 
 
-def plain_states_at(paths: list[Path], times_ms: list[int]) -> dict[int, PlainState]:
+def plain_states_at(
+    paths: list[Path], times_ms: list[int], project: Callable[[PlainState], Any] | None = None
+) -> dict[int, Any]:
     """The plain state for each boundary ``t``: every stream entry before the first one
     whose event time is later than ``t``. Stream order: trades as they arrive; diffs
     before the snapshot are held and follow it (only those with ``u >= lastUpdateId``).
     Ingest's periodic checkpoint snapshots re-state the same book at an already-seen
-    time, so they change nothing here."""
+    time, so they change nothing here. ``project`` (default: a copy of the state) maps
+    the live state to what is kept for each boundary."""
     pending = sorted(times_ms)
     out: dict[int, PlainState] = {}
     st = PlainState()
@@ -98,6 +101,9 @@ def plain_states_at(paths: list[Path], times_ms: list[int]) -> dict[int, PlainSt
     def close_boundaries(at_ms: int) -> None:
         while pending and at_ms > pending[0]:
             t = pending.pop(0)
+            if project is not None:
+                out[t] = project(st)
+                continue
             out[t] = PlainState(
                 dict(st.bids), dict(st.asks), list(st.trades), st.max_event_ms, st.first_ms
             )
@@ -137,6 +143,19 @@ def plain_states_at(paths: list[Path], times_ms: list[int]) -> dict[int, PlainSt
             st.max_event_ms = max(st.max_event_ms, at)
             st.first_ms = at if st.first_ms is None else st.first_ms
     return out
+
+
+def plain_mids_at(paths: list[Path], times_ms: list[int]) -> dict[int, float | None]:
+    """The plain book's mid ``(max bid + min ask) / 2`` at each boundary (None without a
+    two-sided, uncrossed book), by the same walk as ``plain_states_at``."""
+
+    def mid(st: PlainState) -> float | None:
+        if not st.bids or not st.asks:
+            return None
+        bid, ask = max(st.bids), min(st.asks)
+        return None if bid > ask else (bid + ask) / 2
+
+    return plain_states_at(paths, times_ms, mid)
 
 
 def book_tickers(paths: list[Path]) -> list[tuple[int, float, float, float, float]]:

@@ -112,7 +112,7 @@ def test_profile_with_late_trades_matches_plain() -> None:
                 continue
             assert out is not None
             peak = max(bins.values())
-            assert out["POC"] == max(b for b, v in bins.items() if v == peak) * 5 / 10
+            assert out["POC"] == (max(b for b, v in bins.items() if v == peak) * 5 + 2.5) / 10
             assert out["volume"] == sum(bins.values()) / 1000
             assert out["trade_count"] == len(live)
             checked += 1

@@ -85,6 +85,20 @@ def test_reports_are_sane_and_schema_valid(snap: SnapPayload, tape: list) -> Non
         if report["high_24h"] is not None:
             assert report["low_24h"] <= report["last_price"] or cycle is not cycles[-1]
             assert report["low_24h"] <= report["high_24h"]
+        # Schema 1.2 flow measures: ratio in [0, 1], rv >= 0, VWAP inside the traded range.
+        flow, vol = report["flow"], report["volatility"]
+        ratio = flow["aggressor_buy_ratio_30s"]
+        assert ratio is None or 0 <= ratio <= 1
+        assert vol["rv_5m_bps"] is None or vol["rv_5m_bps"] >= 0
+        assert vol["rv_5m_annualized_bps"] is None or vol["rv_5m_annualized_bps"] >= 0
+        if flow["vwap_5m"] is not None:
+            prices = [x[1] / 100 for x in priced if not x[4]]
+            assert min(prices) - 1e-9 <= flow["vwap_5m"] <= max(prices) + 1e-9
+        notionals = [x["notional"] for x in flow["large_trades_5m"]]
+        assert notionals == sorted(notionals, reverse=True) and len(notionals) <= 5
+        if vp is not None:
+            assert vp["VAL"] < vp["POC"] < vp["VAH"]
+            assert vp["POC"] - vp["bin_width"] / 2 >= vp["VAL"] - 1e-9
 
 
 @settings(max_examples=60, deadline=None)

@@ -41,9 +41,10 @@ def _plain_profile(trades: list[tuple[int, float, float, bool, bool]], t_ms: int
             lo -= 1
             acc += below
     width = 5 / 10**pp
+    # The seed design's convention: POC = bin centre, VAL/VAH = outer edges of the area.
     return {
-        "POC": (lo_b + poc) * width,
-        "VAH": (lo_b + hi) * width,
+        "POC": (lo_b + poc + 0.5) * width,
+        "VAH": (lo_b + hi + 1) * width,
         "VAL": (lo_b + lo) * width,
         "trade_count": count,
         "value_area_pct": 100 * acc / total,

@@ -65,7 +65,7 @@ def test_short_windows_evict_exactly() -> None:
         for x in prof:
             bins[math.floor(x[1] / 5)] = bins.get(math.floor(x[1] / 5), 0) + x[2]
         peak = max(bins.values())
-        assert vp["POC"] == max(b for b, v in bins.items() if v == peak) * 5 / 10
+        assert vp["POC"] == (max(b for b, v in bins.items() if v == peak) * 5 + 2.5) / 10
         assert vp["volume"] == pytest.approx(sum(bins.values()) / 1000)
         checked += 1
     assert checked > 50

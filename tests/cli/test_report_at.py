@@ -2,7 +2,7 @@
 
 Top of book is checked against the exchange's own recorded bookTicker
 (tests/support/binance_truth.py, a plain json reading of the files) at a time where a
-bookTicker is comparable; every line must pass schema 1.1.
+bookTicker is comparable; every line must pass schema 1.2.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 
 from context8.report_at import parse_at, run
 from shared.report import iso_utc_from_ns, schema_errors
+from tests.calc.calc_kit import plain_states_at
 from tests.conftest import DATA
 from tests.support.binance_truth import Truth, read_truth
 
@@ -80,6 +81,33 @@ def _check_lines(out: str, truths: dict[str, Truth], t_ms: int, venue: str) -> N
         assert report["best_ask"] == {"price": truth.ask, "qty": truth.ask_qty}, sym
 
 
+def _check_flow(report: dict[str, Any], files: list[Path], t_ms: int) -> int:
+    """Schema 1.2 flow fields vs plain sums over the recorded trade lines (json, floats)
+    as of ``t_ms`` (the entries before the first one later than it). Returns the checks."""
+    (st,) = plain_states_at(files, [t_ms]).values()
+    flow = report["flow"]
+
+    def last(w_ms: int) -> list[tuple[int, float, float, bool, bool]]:
+        return [tr for tr in st.trades if t_ms - w_ms < tr[0] <= t_ms and not tr[4]]
+
+    m30, m5, s30 = last(1_800_000), last(300_000), last(30_000)
+    assert flow["cvd_30m"] == pytest.approx(sum(q if b else -q for _, _, q, b, _ in m30), abs=1e-9)
+    for key, trades in (("vwap_5m", m5), ("vwap_30m", m30)):
+        vwap = sum(p * q for _, p, q, _, _ in trades) / sum(q for _, _, q, _, _ in trades)
+        assert flow[key] == pytest.approx(vwap, rel=1e-10), key
+    buys = sum(q for _, _, q, b, _ in s30 if b) / sum(q for _, _, q, _, _ in s30)
+    assert flow["aggressor_buy_ratio_30s"] == pytest.approx(buys, abs=1e-8)
+    top = sorted(m5, key=lambda tr: (round(tr[1] * tr[2], 6), tr[0]), reverse=True)[:5]
+    got = [(x["price"], x["qty"]) for x in flow["large_trades_5m"]]
+    if report["symbol"] == "BTCUSDPERP":  # inverse: ranked by contracts
+        top = sorted(m5, key=lambda tr: (tr[2], tr[0]), reverse=True)[:5]
+    assert got == [(p, q) for _, p, q, _, _ in top]
+    assert st.first_ms is not None
+    assert flow["vwap_5m_window_sec"] == min(300, (t_ms - st.first_ms) / 1000)
+    assert report["volatility"]["rv_5m_bps"] >= 0
+    return 5
+
+
 def test_report_at_matches_recorded_bookticker() -> None:
     """Bundled data (two symbols) and the kit's COIN-M + spot session, run side by side."""
     demo_truth = {sym: read_truth(files) for sym, files in DEMO.items()}
@@ -95,6 +123,12 @@ def test_report_at_matches_recorded_bookticker() -> None:
         code, out, err = _finish(proc)
         assert code == 0, err
         _check_lines(out, truths, t_ms, "BINANCE")
+        files = DEMO if proc is demo else KIT
+        checked = sum(
+            _check_flow(report, files[report["symbol"]], t_ms)
+            for report in map(json.loads, out.splitlines())
+        )
+        assert checked == 5 * len(files)
 
 
 def test_errors_exit_2_with_a_message(tmp_path: Path) -> None:

@@ -98,6 +98,9 @@ def test_1x_and_max_speed_emit_the_same_reports(
         last = paced[times[-1]]
         assert last["ingestion"]["status"] == "ok" and last["best_bid"] is not None
         assert last["volume_24h"] and "liquidity" in last and "slippage" in last
+        # ... and the schema 1.2 flow measures, compared above with everything else.
+        assert last["flow"]["vwap_5m"] is not None and last["flow"]["large_trades_5m"]
+        assert last["volatility"]["rv_5m_bps"] is not None
 
 
 def test_fleet_equals_offline_replay_every_cycle(

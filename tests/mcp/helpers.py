@@ -35,7 +35,7 @@ def make_report(
     updated_at_ms: int | None = None,
     mid: float = 65000.05,
 ) -> dict[str, Any]:
-    """A schema-valid report 1.1 built with the shared pydantic model."""
+    """A schema-valid report 1.2 built with the shared pydantic model."""
     written = now_ms() if updated_at_ms is None else updated_at_ms
     event_ns = (written - data_age_ms) * 1_000_000
     bid, ask = mid - 0.05, mid + 0.05

@@ -20,11 +20,11 @@ from tests.support.polling import apoll
 
 
 def report_dict(symbol: str, token: int, node: str, event_ms: int) -> dict[str, Any]:
-    """A schema-1.1-valid report as the calc sends it (updatedAt 0)."""
+    """A schema-1.2-valid report as the calc sends it (updatedAt 0)."""
     iso = iso_utc_from_ns(event_ms * 1_000_000)
     level = {"price": 64000.5, "qty": 1.25}
     return {
-        "schemaVersion": "1.1",
+        "schemaVersion": "1.2",
         "writer": {"nodeId": node, "writerToken": token},
         "updatedAt": 0,
         "symbol": symbol,

@@ -77,7 +77,7 @@ def test_the_stored_json_is_the_candidates_with_updated_at_spliced_in() -> None:
         out = prepare(b"1-0", fields, validate=True, now_ms=NOW)
         assert isinstance(out, Ready)
         assert out.report_json == orjson.dumps(orjson.loads(body) | {"updatedAt": NOW})
-        assert out.report_json.startswith(b'{"schemaVersion":"1.1","updatedAt":%d,' % NOW)
+        assert out.report_json.startswith(b'{"schemaVersion":"1.2","updatedAt":%d,' % NOW)
 
 
 def test_a_report_written_otherwise_is_re_encoded() -> None:

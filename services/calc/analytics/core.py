@@ -20,6 +20,7 @@ from services.calc.analytics.fields import (
     ingestion_status,
     top_of_book,
 )
+from services.calc.analytics.flow import FlowWindows
 from services.calc.analytics.scheduler import CycleClock
 from services.calc.analytics.slow import SlowParams, SlowState
 from services.calc.analytics.trades import DAY_NS, MAX_BLOCKS, SEC, TradeWindows
@@ -106,6 +107,7 @@ class SymbolCore:
             p.net_window_ns,
             p.stats_window_ns,
             p.stats_max_blocks,
+            FlowWindows(p.fast_cycle_ns, notional=size_unit == "base"),
         )
         self.slow = SlowState(p.slow, p.slow_cycle_ns, notional=size_unit == "base")
         self.clock = CycleClock(p.fast_cycle_ns, p.max_idle_cycles)
@@ -248,7 +250,9 @@ class SymbolCore:
             "flow": {
                 "orders_per_sec": trades.trade_count() * SEC / self.params.count_window_ns,
                 "net_flow": trades.net_flow() / sscale,
+                **trades.flow.flow_fields(t, since, pp, sp),
             },
+            "volatility": trades.flow.volatility_fields(t, tob.mid_price, sp),
             "health": health(condition, age_ms, tob.spread_bps),
         }
         if self.ticker is not None:

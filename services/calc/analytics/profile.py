@@ -164,9 +164,12 @@ class VolumeProfile:
         scale = 10**self.pp
         width = self.bin_ticks
         covered = min(self.window_ns, max(0, t_ns - observed_since_ns))
+        # The seed design's convention: POC = centre of its bin, the value area spans
+        # from the lower edge of its lowest bin to the upper edge of its highest, so
+        # [VAL, VAH] covers every trade price of the area (bin b = [b·w, (b+1)·w)).
         return {
-            "POC": (lo_bin + poc) * width / scale,
-            "VAH": (lo_bin + hi) * width / scale,
+            "POC": ((lo_bin + poc) * 2 + 1) * width / (2 * scale),
+            "VAH": (lo_bin + hi + 1) * width / scale,
             "VAL": (lo_bin + lo) * width / scale,
             "window_sec": round(covered / 1e9, 3),
             "trade_count": self._trades,

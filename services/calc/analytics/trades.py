@@ -1,4 +1,5 @@
-"""Trade windows on exchange event time: flow (10 s / 30 s) and 24 h statistics.
+"""Trade windows on exchange event time: flow (10 s / 30 s), 24 h statistics, and the
+schema 1.2 flow measures (``flow.FlowWindows``: CVD, VWAP, aggressor ratio, large trades).
 
 All quantities stay scaled integers (exact sums). Liquidation fills (``liq``) count in
 volume and flow but never set a price (last, high, low, open): they can print far from
@@ -21,6 +22,8 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+
+from services.calc.analytics.flow import FlowWindows
 
 SEC = 1_000_000_000
 DAY_NS = 86_400 * SEC
@@ -209,8 +212,11 @@ class TradeWindows:
         net_window_ns: int = 30 * SEC,
         stats_window_ns: int = DAY_NS,
         max_blocks: int = MAX_BLOCKS,
+        flow: FlowWindows | None = None,
     ) -> None:
         self.bucket_ns = bucket_ns
+        #: CVD, VWAP, aggressor ratio, large trades, volatility (schema 1.2 fields).
+        self.flow = flow if flow is not None else FlowWindows(bucket_ns)
         self.count_window_ns = count_window_ns
         self.net_window_ns = net_window_ns
         self.ring = StatsRing(stats_window_ns, bucket_ns, max_blocks)
@@ -245,6 +251,7 @@ class TradeWindows:
             _insert_sorted(self._net, (event_ns, signed))
         self._net_sum += signed
         self.ring.add(event_ns, None if liq or px <= 0 else px, sz)
+        self.flow.add(event_ns, px, sz, side, liq)
         if not liq:
             self.last_price = px
 
@@ -262,6 +269,7 @@ class TradeWindows:
         while net and net[0][0] <= edge:
             self._net_sum -= net.popleft()[1]
         self.ring.advance(t_ns)
+        self.flow.advance(t_ns)
 
     def trade_count(self) -> int:
         """Trades in (t - count window, t] after ``advance(t)``."""
