@@ -17,7 +17,7 @@ import redis
 
 from context8.redis_server import free_port
 from shared import keys
-from shared.report import Report, iso_utc_from_ns
+from shared.report import SCHEMA_VERSION, iso_utc_from_ns, schema_errors
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,11 +35,12 @@ def make_report(
     updated_at_ms: int | None = None,
     mid: float = 65000.05,
 ) -> dict[str, Any]:
-    """A schema-valid report 1.2 built with the shared pydantic model."""
+    """A schema-valid report 1.2 (checked against the contract schema)."""
     written = now_ms() if updated_at_ms is None else updated_at_ms
     event_ns = (written - data_age_ms) * 1_000_000
     bid, ask = mid - 0.05, mid + 0.05
     data: dict[str, Any] = {
+        "schemaVersion": SCHEMA_VERSION,
         "writer": {"nodeId": "calc-test-1", "writerToken": 7},
         "updatedAt": written,
         "symbol": symbol,
@@ -68,7 +69,6 @@ def make_report(
         "liquidity": {
             "walls": [{"side": "bid", "price": bid - 0.1, "qty": 2.0, "severity": "low"}],
             "vacuums": [{"from": ask + 0.1, "to": ask + 5.0, "severity": "medium"}],
-            # Set explicitly: to_json_dict() keeps a None volume_profile, which the schema rejects.
             "volume_profile": {
                 "POC": mid,
                 "VAH": mid + 2.0,
@@ -80,7 +80,8 @@ def make_report(
         "anomalies": [],
         "health": {"score": 90, "components": [{"metric": "spread", "score": 95}]},
     }
-    return Report.model_validate(data).to_json_dict()
+    assert schema_errors(data) == [], schema_errors(data)
+    return data
 
 
 def put_report(
