@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from context8.fleet import Fleet, FleetConfig, wait_until
-from context8.observe import ALERT_RULES, PrometheusProcess, prometheus_config
+from context8.observe import PrometheusProcess, observe_fleet
 from shared.errors import ConfigError
 from shared.report import schema_errors
 
@@ -187,7 +187,7 @@ def run_fleet(
         console.print(f"reports at {base}/v1/reports/<SYMBOL>, MCP at {base}/mcp")
         if observe:
             try:
-                prom = observer(fleet)
+                prom = observe_fleet(fleet)
             except ConfigError as exc:
                 console.print(f"[red]--observe: {exc}[/red]", highlight=False)
                 return 1
@@ -240,19 +240,6 @@ def run_fleet(
         fleet.cleanup()
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
-
-
-def observer(fleet: Fleet) -> PrometheusProcess:
-    """A ready Prometheus scraping every service of ``fleet`` (data in its workdir)."""
-    # service = the module (calc for every calc worker), as compose labels them.
-    targets = [(svc.module.rsplit(".", 1)[-1], svc.metrics_port) for svc in fleet.services]
-    prom = PrometheusProcess(fleet.workdir / "prometheus", prometheus_config(targets, ALERT_RULES))
-    try:
-        prom.wait_ready()
-    except BaseException:
-        prom.stop()
-        raise
-    return prom
 
 
 def _healthy(base: str) -> bool:

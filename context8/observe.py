@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from context8.fleet import Fleet
 from context8.redis_server import free_port
 from shared.errors import ConfigError
 
@@ -97,7 +98,7 @@ class PrometheusProcess:
             time.sleep(0.1)
 
     def api(self, path: str, **params: str) -> Any:
-        """``data`` of a Prometheus HTTP API answer (AssertionError-free: ConfigError)."""
+        """``data`` of a Prometheus HTTP API answer (ConfigError if it is not a success)."""
         url = f"{self.url}{path}"
         if params:
             url += "?" + urllib.parse.urlencode(params)
@@ -106,6 +107,16 @@ class PrometheusProcess:
         if body.get("status") != "success":
             raise ConfigError(f"prometheus API {path}: {body}")
         return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """An instant query's result (a scalar as one sample without labels)."""
+        data = self.api("/api/v1/query", query=expr)
+        if data["resultType"] == "scalar":
+            return [{"metric": {}, "value": data["result"]}]
+        return list(data["result"])
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return list(self.api("/api/v1/alerts")["alerts"])
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -125,3 +136,21 @@ class PrometheusProcess:
                 self.proc.wait()
                 return None
         return self.proc.returncode
+
+
+def observe_fleet(
+    fleet: Fleet, rules_file: Path = ALERT_RULES, workdir: Path | None = None
+) -> PrometheusProcess:
+    """A ready Prometheus scraping every service of ``fleet`` and evaluating ``rules_file``
+    (data in ``workdir``, default the fleet's own directory)."""
+    # service = the module (calc for every calc worker), as compose labels them.
+    targets = [(svc.module.rsplit(".", 1)[-1], svc.metrics_port) for svc in fleet.services]
+    prom = PrometheusProcess(
+        workdir or fleet.workdir / "prometheus", prometheus_config(targets, rules_file)
+    )
+    try:
+        prom.wait_ready()
+    except BaseException:
+        prom.stop()
+        raise
+    return prom

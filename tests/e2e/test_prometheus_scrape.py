@@ -39,7 +39,7 @@ import redis
 import yaml
 
 from context8.fleet import DEMO_SYMBOLS, Fleet, FleetConfig, wait_until
-from context8.observe import PrometheusProcess, prometheus_config
+from context8.observe import PrometheusProcess, observe_fleet
 from shared import keys
 
 pytestmark = pytest.mark.timeout(240)
@@ -162,42 +162,18 @@ def test_expand_grafana_variables() -> None:
 # --- Prometheus as a process ----------------------------------------------------------------
 
 
-class Prometheus(PrometheusProcess):
-    """The demo's Prometheus (context8/observe.py) with the queries the tests ask."""
-
-    def get(self, path: str, **params: str) -> Any:
-        return self.api(path, **params)
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        data = self.api("/api/v1/query", query=expr)
-        result = data["result"]
-        if data["resultType"] == "scalar":
-            return [{"metric": {}, "value": result}]
-        return list(result)
-
-    def alerts(self) -> list[dict[str, Any]]:
-        return list(self.api("/api/v1/alerts")["alerts"])
-
-
-def start_prometheus(fleet: Fleet, workdir: Path) -> Prometheus:
+def start_prometheus(fleet: Fleet, workdir: Path) -> PrometheusProcess:
     """Scraping every service as ``context8 demo --observe`` does, with the alert rules'
     ``for:`` windows shortened (FOR_SCALE) so faults fire within the test."""
     rules_file = workdir / "alerts.yml"
     rules_file.write_text(yaml.safe_dump(shortened_rules(RULES.read_text(), FOR_SCALE)))
-    targets = [(svc.module.rsplit(".", 1)[-1], svc.metrics_port) for svc in fleet.services]
-    prom = Prometheus(workdir, prometheus_config(targets, rules_file))
-    try:
-        prom.wait_ready()
-    except BaseException:
-        prom.stop()
-        raise
-    return prom
+    return observe_fleet(fleet, rules_file, workdir)
 
 
 @dataclass
 class Observed:
     fleet: Fleet
-    prom: Prometheus
+    prom: PrometheusProcess
     redis: redis.Redis
     #: What the fault tests measured (printed at the end for the issue's closing note).
     timings: dict[str, float]
@@ -230,7 +206,7 @@ def _settled_in_redis(client: redis.Redis, fleet: Fleet) -> bool:
 def observed() -> Iterator[Observed]:
     workdir = Path(tempfile.mkdtemp(prefix="context8-prom-"))
     fleet = Fleet(FleetConfig(calc_workers=2, speed="1"))
-    prom: Prometheus | None = None
+    prom: PrometheusProcess | None = None
     client = redis.Redis.from_url(fleet.redis_url)
     try:
         fleet.start()
@@ -269,7 +245,7 @@ def test_every_service_is_scraped_and_every_rule_loads(observed: Observed) -> No
         return len(up) == len(fleet.services)
 
     assert wait_until(all_up, timeout=60, interval=0.5), (
-        prom.get("/api/v1/targets")["activeTargets"],
+        prom.api("/api/v1/targets")["activeTargets"],
         [s.name for s in fleet.dead_services()],
     )
     services = {r["metric"]["service"] for r in prom.query('up{job="context8"}')}
@@ -278,7 +254,7 @@ def test_every_service_is_scraped_and_every_rule_loads(observed: Observed) -> No
     names = [r["alert"] for r in alert_rules()]
 
     def rules_evaluated() -> list[dict[str, Any]] | None:
-        loaded = [r for g in prom.get("/api/v1/rules")["groups"] for r in g["rules"]]
+        loaded = [r for g in prom.api("/api/v1/rules")["groups"] for r in g["rules"]]
         return loaded if all(r["health"] == "ok" for r in loaded) and loaded else None
 
     assert wait_until(rules_evaluated, timeout=15, interval=0.5), prom.log_tail()
