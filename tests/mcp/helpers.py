@@ -17,7 +17,9 @@ import redis
 
 from context8.redis_server import free_port
 from shared import keys
+from shared.redis_client import RedisClient, make_redis
 from shared.report import SCHEMA_VERSION, iso_utc_from_ns, schema_errors
+from shared.settings import ServiceSettings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -185,3 +187,15 @@ class HttpServerProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         self.log.close()
+
+
+def unreachable_redis() -> RedisClient:
+    """A service Redis client pointed at a port nobody listens on, failing fast."""
+    return make_redis(
+        ServiceSettings(
+            redis_url=f"redis://127.0.0.1:{free_port()}/0",
+            redis_retries=0,
+            redis_connect_timeout_s=0.2,
+            redis_socket_timeout_s=0.2,
+        )
+    )

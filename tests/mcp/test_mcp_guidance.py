@@ -15,7 +15,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, PromptReference, ResourceTemplateReference, TextContent
 from prometheus_client import REGISTRY
 
-from context8.redis_server import RedisServer, free_port
+from context8.redis_server import RedisServer
 from services.mcp.freshness import FreshnessPolicy
 from services.mcp.service import ReportService
 from services.mcp.store import ReportStore
@@ -28,6 +28,7 @@ from tests.mcp.helpers import (
     now_ms,
     put_report,
     register_symbol,
+    unreachable_redis,
 )
 
 TRANSPORT = "mcp_memory"
@@ -161,9 +162,7 @@ async def test_prompt_requests_are_counted(server: MCPServer) -> None:
     assert sample("context8_mcp_requests_total", **labels, status="invalid_request") == bad + 1
 
 
-async def test_completions_list_the_known_symbols(
-    server: MCPServer, store: redis.Redis
-) -> None:
+async def test_completions_list_the_known_symbols(server: MCPServer, store: redis.Redis) -> None:
     for symbol in ("BTCUSDT", "BTCUSDC", "ETHUSDT"):
         put_report(store, make_report(symbol))
     register_symbol(store, "BTCEUR")  # registered by ingest, no report yet
@@ -212,14 +211,7 @@ async def test_completions_stop_at_100_with_total_and_has_more(
 
 
 async def test_completion_with_redis_down_offers_nothing_instead_of_failing() -> None:
-    dead = make_redis(
-        ServiceSettings(
-            redis_url=f"redis://127.0.0.1:{free_port()}/0",
-            redis_retries=0,
-            redis_connect_timeout_s=0.2,
-            redis_socket_timeout_s=0.2,
-        )
-    )
+    dead = unreachable_redis()
     server = build_mcp_server(ReportService(ReportStore(dead), FreshnessPolicy()), TRANSPORT)
     try:
         async with Client(server) as client:

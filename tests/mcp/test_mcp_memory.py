@@ -15,7 +15,6 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent
 from prometheus_client import REGISTRY
 
-from context8.redis_server import free_port
 from services.mcp.freshness import FreshnessPolicy
 from services.mcp.schemas import batch_schema, report_sections_schema, served_report_schema
 from services.mcp.service import ReportService
@@ -25,7 +24,7 @@ from shared import keys
 from shared.redis_client import make_redis
 from shared.report import schema_errors
 from shared.settings import ServiceSettings
-from tests.mcp.helpers import make_report, now_ms, put_report, register_symbol
+from tests.mcp.helpers import make_report, now_ms, put_report, register_symbol, unreachable_redis
 
 TRANSPORT = "mcp_memory"
 
@@ -239,14 +238,7 @@ async def test_report_resource_template(server: MCPServer, store: redis.Redis) -
 
 
 async def test_redis_down_is_a_counted_tool_error_not_a_crash() -> None:
-    dead = make_redis(
-        ServiceSettings(
-            redis_url=f"redis://127.0.0.1:{free_port()}/0",
-            redis_retries=0,
-            redis_connect_timeout_s=0.2,
-            redis_socket_timeout_s=0.2,
-        )
-    )
+    dead = unreachable_redis()
     service = ReportService(ReportStore(dead), FreshnessPolicy())
     server = build_mcp_server(service, TRANSPORT)
     errors_before = sample("context8_mcp_redis_errors_total")
@@ -304,9 +296,7 @@ async def test_get_reports_without_symbols_pages_by_the_batch_limit(
     assert [s for page in pages for s in page] == symbols
 
 
-async def test_batch_limit_counts_distinct_symbols(
-    server: MCPServer, store: redis.Redis
-) -> None:
+async def test_batch_limit_counts_distinct_symbols(server: MCPServer, store: redis.Redis) -> None:
     put_report(store, make_report("BTCUSDT"))
     async with Client(server) as client:
         same = await client.call_tool("get_reports", {"symbols": ["btcusdt"] * 6 + ["BTCUSDT"]})

@@ -309,9 +309,7 @@ async def test_listen_on_2026_protocol_delivers_report_updates(
     assert sample("context8_mcp_push_notifications_sent_total", kind="mcp_listen") - sent >= 2
 
 
-async def test_listen_keeps_the_clients_uri_spelling(
-    server: MCPServer, store: redis.Redis
-) -> None:
+async def test_listen_keeps_the_clients_uri_spelling(server: MCPServer, store: redis.Redis) -> None:
     put_report(store, make_report("ETHUSDT"))
     async with (
         Client(server) as client,
