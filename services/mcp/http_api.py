@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import orjson
 from mcp.server.mcpserver import MCPServer
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -27,52 +26,19 @@ from starlette.routing import Route
 
 from services.mcp.auth import AuthConfig, AuthMiddleware
 from services.mcp.errors import (
-    CorruptReportError,
     InvalidArgumentError,
-    StoreUnavailableError,
-    TooManySymbolsError,
 )
 from services.mcp.history import HistoryReader
 from services.mcp.http_docs import endpoints, schemas
+from services.mcp.http_json import ANSWERED, JSONBody, error_response
 from services.mcp.metrics import observe
 from services.mcp.openapi import OPENAPI_PATH, build_document
 from services.mcp.push import PushHub
 from services.mcp.service import ReportService, server_version
 from services.mcp.sse import McpGetGuard, stream_route
-from shared.errors import InvalidSymbolError, UnknownSymbolError
 
 TRANSPORT = "http"
 MCP_PATH = "/mcp"
-
-
-class JSONBody(Response):
-    """orjson-encoded JSON that no cache keeps (reports age by the millisecond)."""
-
-    media_type = "application/json"
-
-    def __init__(
-        self, content: Any, status_code: int = 200, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(
-            content, status_code, headers={"Cache-Control": "no-store", **(headers or {})}
-        )
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
-
-
-def error_response(exc: Exception) -> JSONBody:
-    """The HTTP answer for an anticipated failure."""
-    if isinstance(exc, UnknownSymbolError):
-        body = {"error": str(exc), "suggestions": exc.suggestions, "known_count": exc.known_count}
-        return JSONBody(body, 404)
-    if isinstance(exc, InvalidSymbolError | TooManySymbolsError | InvalidArgumentError):
-        return JSONBody({"error": str(exc)}, 400)
-    if isinstance(exc, StoreUnavailableError):
-        return JSONBody({"error": str(exc)}, 503)
-    if isinstance(exc, CorruptReportError):
-        return JSONBody({"error": str(exc)}, 500)
-    raise exc
 
 
 def report_etag(report: dict[str, Any], sections: list[str]) -> str:
@@ -117,14 +83,7 @@ def _route(path: str, handler: _Handler) -> Route:
             with observe(TRANSPORT, path):
                 body = await handler(request)
                 return body if isinstance(body, Response) else JSONBody(body)
-        except (
-            UnknownSymbolError,
-            InvalidSymbolError,
-            TooManySymbolsError,
-            InvalidArgumentError,
-            StoreUnavailableError,
-            CorruptReportError,
-        ) as exc:
+        except ANSWERED as exc:
             return error_response(exc)
 
     return Route(path, endpoint, methods=["GET"])

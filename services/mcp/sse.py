@@ -34,6 +34,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.mcp.errors import CorruptReportError, StoreUnavailableError, TooManySymbolsError
+from services.mcp.http_json import ANSWERED, JSONBody, error_response
 from services.mcp.metrics import observe
 from services.mcp.push import PushCapacityError, PushHub, Update
 from services.mcp.service import ReportService, normalize_symbol
@@ -112,20 +113,12 @@ async def event_stream(
 
 
 def stream_route(service: ReportService, hub: PushHub, heartbeat_s: float) -> Route:
-    # Imported here: http_api imports this module for the route.
-    from services.mcp.http_api import JSONBody, error_response
-
     async def stream(request: Request) -> Response:
         raw = [s for s in request.query_params.get("symbols", "").split(",") if s.strip()]
         try:
             with observe(TRANSPORT, STREAM_PATH):
                 symbols = await resolve_symbols(service, raw)
-        except (
-            UnknownSymbolError,
-            InvalidSymbolError,
-            TooManySymbolsError,
-            StoreUnavailableError,
-        ) as exc:
+        except ANSWERED as exc:
             return error_response(exc)
         if hub.closing:
             return JSONBody({"error": "server is shutting down; reconnect shortly"}, 503)
@@ -164,8 +157,6 @@ class McpGetGuard:
         if scope["type"] == "http" and scope["method"] == "GET":
             headers = Headers(scope=scope)
             if not (self.stateful and headers.get("mcp-session-id")):
-                from services.mcp.http_api import JSONBody
-
                 response = JSONBody({"error": GET_MCP_HINT}, 405)
                 response.headers["Allow"] = "POST, DELETE" if self.stateful else "POST"
                 await response(scope, receive, send)

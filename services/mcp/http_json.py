@@ -1,0 +1,57 @@
+"""JSON answers of the HTTP API: the response class and the mapping of anticipated
+errors to status codes, shared by the JSON routes (http_api.py) and the SSE route (sse.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from services.mcp.errors import (
+    CorruptReportError,
+    InvalidArgumentError,
+    StoreUnavailableError,
+    TooManySymbolsError,
+)
+from shared.errors import InvalidSymbolError, UnknownSymbolError
+
+#: The failures ``error_response`` answers (anything else is a bug: a 500 from Starlette).
+ANSWERED = (
+    UnknownSymbolError,
+    InvalidSymbolError,
+    TooManySymbolsError,
+    InvalidArgumentError,
+    StoreUnavailableError,
+    CorruptReportError,
+)
+
+
+class JSONBody(Response):
+    """orjson-encoded JSON that no cache keeps (reports age by the millisecond)."""
+
+    media_type = "application/json"
+
+    def __init__(
+        self, content: Any, status_code: int = 200, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(
+            content, status_code, headers={"Cache-Control": "no-store", **(headers or {})}
+        )
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_response(exc: Exception) -> JSONBody:
+    """The HTTP answer for an anticipated failure."""
+    if isinstance(exc, UnknownSymbolError):
+        body = {"error": str(exc), "suggestions": exc.suggestions, "known_count": exc.known_count}
+        return JSONBody(body, 404)
+    if isinstance(exc, InvalidSymbolError | TooManySymbolsError | InvalidArgumentError):
+        return JSONBody({"error": str(exc)}, 400)
+    if isinstance(exc, StoreUnavailableError):
+        return JSONBody({"error": str(exc)}, 503)
+    if isinstance(exc, CorruptReportError):
+        return JSONBody({"error": str(exc)}, 500)
+    raise exc
