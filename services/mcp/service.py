@@ -89,8 +89,12 @@ class ReportService:
 
     async def known_symbols(self) -> list[str]:
         """Registered by ingest (keys.SYMBOLS) or with a report, sorted."""
+        return (await self._registered_and_known())[1]
+
+    async def _registered_and_known(self) -> tuple[dict[str, dict[str, Any]], list[str]]:
+        """Ingest's registrations (with their info) and every known symbol, sorted."""
         registered = await self.store.registered()
-        return sorted(set(registered) | await self.store.published())
+        return registered, sorted(set(registered) | await self.store.published())
 
     async def _missing(self, symbol: str) -> UnknownSymbolError:
         known = await self.known_symbols()
@@ -190,8 +194,7 @@ class ReportService:
     async def list_symbols(self, cursor: str | None = None) -> SymbolList:
         """Known symbols with the status each report would be served with now, a page of
         at most LIST_PAGE in symbol order after ``cursor`` (``next_cursor`` continues)."""
-        registered = await self.store.registered()
-        known = sorted(set(registered) | await self.store.published())
+        registered, known = await self._registered_and_known()
         after = "" if cursor is None else normalize_symbol(cursor)
         rest = [s for s in known if s > after]
         page = rest[:LIST_PAGE]
@@ -249,8 +252,7 @@ class ReportService:
         It reads every report (one pipelined round trip, like list_symbols).
         """
         await self.store.ping()
-        registered = await self.store.registered()
-        known = sorted(set(registered) | await self.store.published())
+        registered, known = await self._registered_and_known()
         listing = await self._freshness(known, registered)
         counts = dict.fromkeys(("ok", "degraded", "down", "no_report"), 0)
         for row in listing.symbols:
