@@ -1,13 +1,9 @@
-"""Running a service: uvloop, SIGTERM/SIGINT as a stop event, exit code 0 on a clean stop."""
+"""Stopping a service: SIGTERM/SIGINT as a stop event, and sleeps that end on it."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Coroutine
-from typing import Any
-
-import uvloop
 
 
 async def sleep_unless(event: asyncio.Event, seconds: float) -> bool:
@@ -43,15 +39,3 @@ class Shutdown:
     async def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds; True if shutdown was requested."""
         return await sleep_unless(self.event, timeout)
-
-
-def run_service(main: Callable[[Shutdown], Coroutine[Any, Any, None]]) -> int:
-    """Run ``main(shutdown)`` on uvloop until it returns; 0 on a clean stop."""
-
-    async def _runner() -> None:
-        shutdown = Shutdown()
-        shutdown.install()
-        await main(shutdown)
-
-    uvloop.run(_runner())
-    return 0

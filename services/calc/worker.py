@@ -31,7 +31,7 @@ from shared.errors import InvalidSymbolError, WireFormatError
 from shared.lease import HeldLease, LeaseClient
 from shared.lifecycle import sleep_unless
 from shared.membership import Membership
-from shared.redis_client import RedisClient, discovered, make_redis
+from shared.redis_client import RedisClient, discovered
 from shared.scripts import Scripts
 from shared.wire import decode
 
@@ -374,14 +374,16 @@ class Emitter:
 class CalcWorker:
     """Heartbeat, assignment following and one ``SymbolRunner`` per assigned symbol."""
 
-    def __init__(self, settings: Settings, log: Any) -> None:
+    def __init__(
+        self, settings: Settings, log: Any, client: RedisClient, blocking: RedisClient
+    ) -> None:
+        """``client`` for commands, ``blocking`` for ``XREAD BLOCK`` (its socket timeout
+        covers ``calc_xread_block_ms``); the caller owns and closes both."""
         self.settings = settings
         self.log = log
         self.params = core_params(settings)
-        self.client: RedisClient = make_redis(settings)
-        self.blocking: RedisClient = make_redis(
-            settings, blocking_ms=settings.calc_xread_block_ms + 1000
-        )
+        self.client = client
+        self.blocking = blocking
         self.scripts = Scripts(self.client)
         #: Lease calls of one event-loop turn share a round trip (``leasing.py``).
         self.lease_scripts = BatchedScripts(self.client)
@@ -413,7 +415,6 @@ class CalcWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then shut down cleanly."""
-        self.log.info("calc_started", settings=self.settings.model_dump(exclude={"redis_url"}))
         self._stop = stop
         self._tasks = [
             asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
@@ -506,9 +507,6 @@ class CalcWorker:
             await asyncio.wait_for(self.membership.leave(), 2.0)
         except (RedisError, TimeoutError) as exc:
             self.log.warning("leave_failed", error=repr(exc))
-        await self.client.aclose()
-        await self.blocking.aclose()
-        self.log.info("calc_stopped")
 
     async def _renew_loop(self, stop: asyncio.Event) -> None:
         """Renew every held lease each third of the TTL, all in one round trip."""

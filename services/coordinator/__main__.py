@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.coordinator.main import main
-from shared.lifecycle import run_service
+from services.coordinator.settings import Settings
+from shared.shell import serve
 
-raise SystemExit(run_service(main))
+raise SystemExit(serve("coordinator", Settings, main))

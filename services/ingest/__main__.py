@@ -1,7 +1,9 @@
 """``python -m services.ingest``: run the ingest service until SIGTERM."""
 
-from services.ingest.service import main
-from shared.lifecycle import run_service
+from __future__ import annotations
 
-if __name__ == "__main__":
-    raise SystemExit(run_service(main))
+from services.ingest.service import main
+from services.ingest.settings import Settings
+from shared.shell import serve
+
+raise SystemExit(serve("ingest", Settings, main))

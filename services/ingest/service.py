@@ -1,4 +1,4 @@
-"""The ingest service shell: settings, Redis, the Nautilus node, shutdown."""
+"""Ingest's body in the service shell: feeds from settings, Redis, the Nautilus node."""
 
 from __future__ import annotations
 
@@ -25,11 +25,9 @@ from services.ingest.settings import Settings
 from services.ingest.stall import check_stall_symbols
 from services.ingest.writer import StreamWriter
 from shared import keys, wire
-from shared.errors import ConfigError
 from shared.lifecycle import Shutdown, sleep_unless
-from shared.logging import configure_logging
-from shared.metrics import start_metrics
-from shared.redis_client import RedisClient, make_redis
+from shared.redis_client import RedisClient
+from shared.shell import Shell
 
 SERVICE = "ingest"
 
@@ -48,20 +46,6 @@ def resolve_feeds(settings: Settings) -> list[Feed]:
         parse_venue_urls(settings.ingest_venue_urls)  # a bad URL fails here
     check_stall_symbols(stall_overrides, [f.symbol for f in feeds])
     return feeds
-
-
-async def _wait_for_redis(redis: RedisClient, shutdown: Shutdown, log: Any) -> bool:
-    """Ping until Redis answers (True) or shutdown is requested (False)."""
-    delay = 0.1
-    while not shutdown.requested:
-        try:
-            await redis.ping()
-            return True
-        except (RedisError, OSError) as exc:
-            log.warning("redis not reachable; retrying", error=repr(exc))
-            await shutdown.wait(delay)
-            delay = min(delay * 2, 2.0)
-    return False
 
 
 async def sample_stream_lengths(
@@ -91,31 +75,21 @@ async def register_symbols(redis: RedisClient, feeds: list[Feed], mode: str) -> 
     await redis.hset(keys.SYMBOLS, mapping=mapping)  # type: ignore[arg-type]
 
 
-async def main(shutdown: Shutdown) -> None:
-    settings = Settings()
-    log = configure_logging(SERVICE, settings.node_id, settings.log_level, settings.log_format)
-    try:
-        feeds = resolve_feeds(settings)
-    except ConfigError as exc:
-        log.error("configuration error", error=str(exc))
-        raise SystemExit(2) from exc
-    port = start_metrics(SERVICE, settings.metrics_host, settings.metrics_port)
+async def main(shell: Shell[Settings]) -> None:
+    """Ingest's body in the service shell (``shared/shell.py``)."""
+    settings, log = shell.settings, shell.log
+    feeds = resolve_feeds(settings)  # ConfigError: the shell exits 2 with the message
     log.info(
-        "starting",
+        "feeds",
         mode=settings.ingest_mode,
         speed=settings.ingest_speed,
-        metrics_port=port,
         symbols={f.symbol: [str(p) for p in f.files] for f in feeds},
     )
-    redis = make_redis(settings)
-    try:
-        if not await _wait_for_redis(redis, shutdown, log):
-            return
-        await register_symbols(redis, feeds, settings.ingest_mode)
-        await run_node(settings, feeds, redis, shutdown, log)
-    finally:
-        await redis.aclose()
-    log.info("stopped")
+    redis = shell.redis()
+    if not await shell.wait_for_redis(redis):
+        return
+    await register_symbols(redis, feeds, settings.ingest_mode)
+    await run_node(settings, feeds, redis, shell.shutdown, log)
 
 
 async def run_node(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import functools
 
 from services.mcp.main import main
-from shared.lifecycle import run_service
+from services.mcp.settings import Settings
+from shared.shell import serve
 
 parser = argparse.ArgumentParser(prog="python -m services.mcp", description=__doc__)
 mode = parser.add_mutually_exclusive_group()
@@ -25,4 +25,10 @@ mode.add_argument(
     help="serve MCP (/mcp) and JSON routes over HTTP",
 )
 args = parser.parse_args()
-raise SystemExit(run_service(functools.partial(main, transport=args.transport)))
+
+
+def settings() -> Settings:
+    return Settings() if args.transport is None else Settings(mcp_transport=args.transport)
+
+
+raise SystemExit(serve("mcp", settings, main))

@@ -40,6 +40,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.mcp.metrics import AUTH_FAILURES, RATE_LIMITED
 from services.mcp.settings import Settings
+from shared.errors import ConfigError
 
 log = structlog.get_logger("mcp.auth")
 
@@ -52,8 +53,8 @@ OPEN_PREFIXES = ("/.well-known/oauth-protected-resource",)
 CREDENTIAL_SETTINGS = "C8_MCP_TOKENS, C8_MCP_TOKENS_FILE or C8_MCP_OAUTH_ISSUER"
 
 
-class AuthConfigError(Exception):
-    """Auth settings that must stop the service at start-up."""
+class AuthConfigError(ConfigError):
+    """Auth settings that must stop the service at start-up (exit code 2)."""
 
 
 # --- pure: start-up rule ---------------------------------------------------------

@@ -1,17 +1,15 @@
-"""Entry point of the read API process: settings, logs, metrics, Redis, then one transport."""
+"""The read API's body in the service shell: Redis, the report service, one transport."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import sys
 from collections.abc import Iterator
 from typing import Any, Literal
 
 import uvicorn
 
-from services.mcp.auth import AuthConfigError, build_auth
+from services.mcp.auth import build_auth
 from services.mcp.freshness import FreshnessPolicy
 from services.mcp.http_api import MCP_PATH, build_http_app
 from services.mcp.mcp_push import end_streams
@@ -21,15 +19,13 @@ from services.mcp.settings import Settings
 from services.mcp.store import ReportStore
 from services.mcp.tools import build_mcp_server
 from shared.lifecycle import Shutdown
-from shared.logging import configure_logging
-from shared.metrics import start_metrics
-from shared.redis_client import make_redis
+from shared.shell import Shell
 
 Transport = Literal["http", "stdio"]
 
 
 class _UvicornServer(uvicorn.Server):
-    """uvicorn without its own signal handling: run_service's Shutdown drives the stop.
+    """uvicorn without its own signal handling: the shell's Shutdown drives the stop.
 
     (uvicorn would otherwise re-raise the captured SIGTERM after its graceful shutdown,
     killing the process instead of letting it exit 0.)
@@ -57,12 +53,9 @@ async def run_http(
     log: Any,
     push: PushHub | None = None,
 ) -> None:
-    try:
-        auth = build_auth(settings)
-    except AuthConfigError as exc:
-        # Refuse to start (exit 1) rather than serve an unprotected or broken setup.
-        log.error("mcp_auth_config_error", error=str(exc))
-        raise SystemExit(f"services.mcp: {exc}") from None
+    # An AuthConfigError (a ConfigError) refuses to start: the shell exits 2 rather than
+    # serve an unprotected or broken setup.
+    auth = build_auth(settings)
     mcp_server = build_mcp_server(
         service,
         "mcp_http",
@@ -140,19 +133,11 @@ async def run_stdio(
     return not done
 
 
-async def main(shutdown: Shutdown, transport: Transport | None = None) -> None:
-    settings = Settings() if transport is None else Settings(mcp_transport=transport)
-    log = configure_logging("mcp", settings.node_id, settings.log_level, settings.log_format)
-    metrics_port = start_metrics("mcp", settings.metrics_host, settings.metrics_port)
+async def main(shell: Shell[Settings]) -> None:
+    """The read API's body in the service shell (``shared/shell.py``)."""
+    settings, shutdown, log = shell.settings, shell.shutdown, shell.log
     policy = FreshnessPolicy(settings.mcp_stale_after_ms, settings.mcp_down_after_ms)
-    log.info(
-        "mcp_starting",
-        transport=settings.mcp_transport,
-        metrics_port=metrics_port,
-        stale_after_ms=policy.stale_after_ms,
-        down_after_ms=policy.down_after_ms,
-    )
-    redis = make_redis(settings)
+    redis = shell.redis()
     service = ReportService(ReportStore(redis), policy, max_batch=settings.mcp_max_batch)
     # One Redis listener per process for resource subscriptions and /v1/stream.
     push = PushHub(
@@ -162,21 +147,15 @@ async def main(shutdown: Shutdown, transport: Transport | None = None) -> None:
         max_subscribers=settings.mcp_push_max_subscribers,
     )
     await push.start()
-    hard_exit = False
     try:
         if settings.mcp_transport == "stdio":
-            hard_exit = await run_stdio(
+            # Nothing is left to drain after a hard stop (read-only service): the shell
+            # then skips the join of the stdin reader thread, which would block until the
+            # client writes or closes stdin.
+            shell.exit_hard = await run_stdio(
                 service, shutdown, log, settings.mcp_report_cycle_ms, push=push
             )
         else:
             await run_http(service, settings, shutdown, log, push=push)
     finally:
         await push.stop()
-        await redis.aclose()
-    log.info("mcp_stopped", hard_exit=hard_exit)
-    if hard_exit:
-        # Nothing is left to drain (read-only service, Redis closed): skip the join of the
-        # stdin reader thread, which would block until the client writes or closes stdin.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)

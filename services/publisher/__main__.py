@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.publisher.main import main
-from shared.lifecycle import run_service
+from services.publisher.settings import Settings
+from shared.shell import serve
 
-raise SystemExit(run_service(main))
+raise SystemExit(serve("publisher", Settings, main))

@@ -197,7 +197,7 @@ def test_sigterm_mid_replay_flushes_and_exits_zero(redis_url: str, tmp_path: Pat
         counts = check_stream_consistency(entries).counts
         assert counts["snap:venue"] == 1 and "status" not in counts
         log = (tmp_path / "ingest.log").read_text()
-        assert '"stopped"' in log
+        assert '"ingest_stopped"' in log
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -224,7 +224,7 @@ def test_unknown_live_symbol_is_a_clear_startup_error(redis_url: str, tmp_path: 
         ingest_live_symbols="binance-usdm:BTCUSDT,binance-usdm:DOGEUSDT",
     )
     assert proc.wait(timeout=30) == 2
-    (line,) = [json.loads(x) for x in log.read_text().splitlines() if "configuration" in x]
+    (line,) = [json.loads(x) for x in log.read_text().splitlines() if "ingest_config_error" in x]
     assert line["level"] == "error"
     error = line["error"]
     assert "unknown live symbol DOGEUSDT on binance-usdm" in error

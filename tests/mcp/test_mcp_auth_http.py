@@ -72,13 +72,13 @@ def counter(samples: dict, name: str, **labels: str) -> float:
 
 def test_non_loopback_without_credentials_refuses_to_start(redis_url: str, tmp_path: Path) -> None:
     result = start_and_wait_exit(redis_url, C8_MCP_HOST="0.0.0.0")
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "refusing to serve C8_MCP_HOST='0.0.0.0' without credentials" in result.stderr
     assert "C8_MCP_TOKENS" in result.stderr and "C8_MCP_OAUTH_ISSUER" in result.stderr
 
     missing = tmp_path / "no-such-file"
     result = start_and_wait_exit(redis_url, C8_MCP_TOKENS_FILE=str(missing))
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert f"C8_MCP_TOKENS_FILE='{missing}' is not readable" in result.stderr
 
 
