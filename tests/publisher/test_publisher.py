@@ -247,6 +247,12 @@ async def test_publishers_share_the_partitions_and_take_over_a_stopped_ones(
             for s in symbols:
                 await add_candidate(aredis, s, tokens[s], "calc-1", n * 1_000)
             if n == 10:
+                # Both must have published before a stops (under load a could otherwise
+                # stop before reading anything, and the split would be untested).
+                async def both_published() -> bool:
+                    return a.accepted > 0 and b.accepted > 0
+
+                await wait_for(both_published, 10, "both publishers writing")
                 stop_a.event.set()  # a stops cleanly: gives its partitions back
 
         async def all_written() -> bool:
