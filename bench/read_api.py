@@ -21,8 +21,9 @@ previous answer arrived, ``--seconds`` per row after a short warm-up):
   concurrent clients. ``x floor`` = the row's latency / the floor's.
 
 Per row: p50/p99 latency (ms), reads/s, and the mcp process's CPU per read (µs; its
-``/proc`` utime+stime over the measured window / reads). The load generator shares the
-machine with the server: at high concurrency both compete for the same cores.
+``/proc`` utime+stime over the measured window / reads) and this process's (``client``:
+the load generator's own CPU per read, over the same window). The load generator shares
+the machine with the server: at high concurrency both compete for the same cores.
 
 Update-to-notification latency: ``--updates`` report writes, each the way the publisher's
 fenced publish does it (``HSET`` of the report hash + ``SPUBLISH keys.report_updates``, one
@@ -41,6 +42,7 @@ import asyncio
 import contextlib
 import math
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -118,6 +120,8 @@ class Row:
     latencies_ms: list[float]
     seconds: float
     cpu_s: float = math.nan
+    #: This (load-generating) process's CPU over the same window.
+    client_cpu_s: float = math.nan
 
     @property
     def reads(self) -> int:
@@ -131,12 +135,21 @@ class Row:
     def cpu_us_per_read(self) -> float:
         return self.cpu_s / self.reads * 1e6 if self.reads else math.nan
 
+    @property
+    def client_us_per_read(self) -> float:
+        return self.client_cpu_s / self.reads * 1e6 if self.reads else math.nan
+
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
 # --- processes ------------------------------------------------------------------------------
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def cpu_seconds(pid: int) -> float:
@@ -214,6 +227,7 @@ async def closed_loop(
     stop_at = measure_from + seconds
     latencies: list[float] = []
     cpu_start = math.nan
+    client_start = math.nan
 
     async def worker(op: Callable[[], Awaitable[None]]) -> None:
         while True:
@@ -226,13 +240,14 @@ async def closed_loop(
                 latencies.append((t1 - t0) * 1e3)
 
     async def cpu_mark() -> None:
-        nonlocal cpu_start
+        nonlocal cpu_start, client_start
         await asyncio.sleep(WARMUP_S)
         cpu_start = cpu() if cpu else math.nan
+        client_start = own_cpu_seconds()
 
     await asyncio.gather(cpu_mark(), *(worker(op) for op in ops))
     cpu_used = (cpu() - cpu_start) if cpu else math.nan
-    return Row(name, len(ops), latencies, seconds, cpu_used)
+    return Row(name, len(ops), latencies, seconds, cpu_used, own_cpu_seconds() - client_start)
 
 
 async def floor_row(redis_url: str, n: int, seconds: float) -> Row:
@@ -412,6 +427,7 @@ async def keep_fresh(redis_url: str, stop: asyncio.Event) -> None:
 def fmt_table(pairs: list[tuple[Row, Row]]) -> str:
     head = (
         f"{'path':<15}{'N':>4} | {'p50 ms':>7}{'p99 ms':>8}{'reads/s':>9}{'cpu µs/read':>12}"
+        f"{'client':>7}"
         f" | {'floor p50':>9}{'p99':>7}{'reads/s':>9} | {'x floor p50':>11}{'p99':>6}"
     )
     lines = [head, "-" * len(head)]
@@ -420,7 +436,8 @@ def fmt_table(pairs: list[tuple[Row, Row]]) -> str:
         f50, f99 = percentile(floor.latencies_ms, 50), percentile(floor.latencies_ms, 99)
         lines.append(
             f"{row.name:<15}{row.clients:>4} | {p50:>7.2f}{p99:>8.2f}{row.per_s:>9.0f}"
-            f"{row.cpu_us_per_read:>12.0f} | {f50:>9.2f}{f99:>7.2f}{floor.per_s:>9.0f}"
+            f"{row.cpu_us_per_read:>12.0f}{row.client_us_per_read:>7.0f}"
+            f" | {f50:>9.2f}{f99:>7.2f}{floor.per_s:>9.0f}"
             f" | {p50 / f50:>11.1f}{p99 / f99:>6.1f}"
         )
     return "\n".join(lines)

@@ -35,9 +35,20 @@ class JSONBody(Response):
     def __init__(
         self, content: Any, status_code: int = 200, headers: dict[str, str] | None = None
     ) -> None:
-        super().__init__(
-            content, status_code, headers={"Cache-Control": "no-store", **(headers or {})}
-        )
+        # Response.__init__ by hand: the same headers, without its generic merging (this
+        # is on every JSON answer's path).
+        self.status_code = status_code
+        self.background = None
+        self.body = body = self.render(content)
+        raw = [(b"cache-control", b"no-store")]
+        if headers:
+            given = {k.lower(): v for k, v in headers.items()}
+            raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in given.items()]
+            if "cache-control" not in given:
+                raw.insert(0, (b"cache-control", b"no-store"))
+        raw.append((b"content-length", str(len(body)).encode()))
+        raw.append((b"content-type", b"application/json"))
+        self.raw_headers = raw
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 from prometheus_client import Counter, Histogram
 
@@ -75,16 +74,43 @@ def outcome(exc: BaseException | None) -> str:
     return "error"
 
 
-@contextmanager
-def observe(transport: str, endpoint: str) -> Iterator[None]:
+class Observed:
+    """Counts and times one request (``with observe(...)``); the status label comes from
+    what it raised. The labelled children are looked up once per label set: this is on
+    every request's path."""
+
+    __slots__ = ("_key", "_start")
+
+    def __init__(self, transport: str, endpoint: str) -> None:
+        self._key = (transport, endpoint)
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        elapsed = time.perf_counter() - self._start
+        latency = _LATENCY_CHILDREN.get(self._key)
+        if latency is None:
+            latency = _LATENCY_CHILDREN[self._key] = LATENCY.labels(*self._key)
+        latency.observe(elapsed)
+        # Like a plain ``except Exception``: a cancelled request counts as ok.
+        status = outcome(exc if isinstance(exc, Exception) else None)
+        key = (*self._key, status)
+        requests = _REQUEST_CHILDREN.get(key)
+        if requests is None:
+            requests = _REQUEST_CHILDREN[key] = REQUESTS.labels(*key)
+        requests.inc()
+
+
+_LATENCY_CHILDREN: dict[tuple[str, str], Histogram] = {}
+_REQUEST_CHILDREN: dict[tuple[str, str, str], Counter] = {}
+
+
+def observe(transport: str, endpoint: str) -> Observed:
     """Count and time one request; the status label comes from what it raised."""
-    start = time.perf_counter()
-    error: BaseException | None = None
-    try:
-        yield
-    except Exception as exc:
-        error = exc
-        raise
-    finally:
-        LATENCY.labels(transport, endpoint).observe(time.perf_counter() - start)
-        REQUESTS.labels(transport, endpoint, outcome(error)).inc()
+    return Observed(transport, endpoint)

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from services.mcp.errors import CorruptReportError, StoreUnavailableError
 from services.mcp.metrics import REDIS_ERRORS
+from services.mcp.read_batch import ReadBatch
 from shared import keys
 from shared.errors import InvalidSymbolError
 from shared.redis_client import RedisClient
@@ -97,6 +98,7 @@ class ReportStore:
         self._redis = redis
         #: Logged on change only: a Redis outage must not log once per request.
         self._available = True
+        self._batch = ReadBatch(self._read_batch)
 
     @contextmanager
     def _redis_guard(self, what: str) -> Iterator[None]:
@@ -130,9 +132,17 @@ class ReportStore:
             await self._redis.ping()
 
     async def read(self, symbol: str) -> RawReport | None:
-        with self._redis_guard(f"reading {symbol}"):
-            row = await self._redis.hmget(keys.report(symbol), ["json", "updated_at"])
-        return _raw_report(symbol, row)
+        """One symbol's report. Reads asked for in the same event-loop turn share one
+        round trip (``read_batch.ReadBatch``): every caller's read is sent after it asked."""
+        return await self._batch.read(symbol)
+
+    async def _read_batch(self, symbols: Sequence[str]) -> list[RawReport | None]:
+        if len(symbols) == 1:
+            with self._redis_guard(f"reading {symbols[0]}"):
+                row = await self._redis.hmget(keys.report(symbols[0]), ["json", "updated_at"])
+            return [_raw_report(symbols[0], row)]
+        found = await self.read_many(symbols)
+        return [found[symbol] for symbol in symbols]
 
     async def read_many(self, symbols: Sequence[str]) -> dict[str, RawReport | None]:
         """One round trip for all ``symbols`` (pipeline, no transaction: keys differ in slot)."""
