@@ -20,6 +20,7 @@ import structlog
 
 from services.calc.settings import Settings
 from services.calc.worker import CalcWorker
+from shared.redis_client import make_redis
 from shared.wire import Entry
 from tests.support.polling import apoll
 
@@ -193,10 +194,22 @@ SESSIONS: dict[str, list[Path]] = {
 async def running(settings: Settings, stop_within_s: float = 10.0) -> AsyncIterator[CalcWorker]:
     """A calc worker running in this loop; it must stop within ``stop_within_s``."""
     stop = asyncio.Event()
-    worker = CalcWorker(settings, structlog.get_logger().bind(test=True))
+    worker = new_worker(settings)
     task = asyncio.create_task(worker.run(stop))
     try:
         yield worker
     finally:
         stop.set()
-        await asyncio.wait_for(task, stop_within_s)
+        try:
+            await asyncio.wait_for(task, stop_within_s)
+        finally:
+            await worker.client.aclose()
+            await worker.blocking.aclose()
+
+
+def new_worker(settings: Settings) -> CalcWorker:
+    """A calc worker with its two clients, as the service shell builds it (the caller
+    closes ``worker.client`` and ``worker.blocking``)."""
+    client = make_redis(settings)
+    blocking = make_redis(settings, blocking_ms=settings.calc_xread_block_ms + 1000)
+    return CalcWorker(settings, structlog.get_logger().bind(test=True), client, blocking)

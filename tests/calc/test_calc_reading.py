@@ -16,7 +16,6 @@ from typing import Any
 import orjson
 import redis
 import redis.asyncio as aioredis
-import structlog
 
 from services.calc import metrics as m
 from services.calc.analytics import replay
@@ -25,7 +24,7 @@ from services.calc.worker import CalcWorker, SymbolRunner
 from shared import keys
 from shared.candidate import decode_candidate
 from shared.wire import Entry, encode
-from tests.calc.calc_kit import running, session_entries, wait_for
+from tests.calc.calc_kit import new_worker, running, session_entries, wait_for
 from tests.support.candidates import stream_of
 
 SYMBOLS = ("AAAUSDT", "BBBUSDT", "CCCUSDT", "DDDUSDT", "EEEUSDT", "FFFUSDT")
@@ -175,7 +174,7 @@ async def test_work_is_cut_into_slices_that_let_other_tasks_run(redis_url: str) 
 
     async def burst(slice_ms: int) -> tuple[int, int, SymbolRunner]:
         settings = Settings(redis_url=redis_url, node_id="calc-a", calc_slice_ms=slice_ms)
-        worker = CalcWorker(settings, structlog.get_logger().bind(test=True))
+        worker = new_worker(settings)
         runner = SymbolRunner(worker, "BTCUSDT", "BINANCE")
         worker.runners["BTCUSDT"] = runner
         turns = 0
