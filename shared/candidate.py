@@ -1,8 +1,8 @@
 """Report candidates: what a calc worker sends the publishers (``keys.candidates_of(symbol)``).
 
-Fields of one entry: ``s`` symbol, ``t`` fencing token, ``n`` node id, ``e`` the
-report's event time (ms since epoch), ``r`` the report JSON (``updatedAt`` = 0; the
-publisher stamps the wall-clock write time).
+Fields of one entry: ``s`` symbol (or asset unit, ``asset:BTC``), ``t`` fencing token,
+``n`` node id, ``e`` the report's event time (ms since epoch), ``r`` the report JSON
+(``updatedAt`` = 0; the publisher stamps the wall-clock write time).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from shared.errors import WireFormatError
-from shared.keys import check_symbol
+from shared.keys import check_unit
 
 
 class Candidate(msgspec.Struct, frozen=True):
@@ -35,7 +35,7 @@ def encode_candidate(c: Candidate) -> dict[bytes, bytes]:
 def decode_candidate(fields: dict[bytes, bytes]) -> Candidate:
     """Decode one entry; raise ``WireFormatError`` if it is malformed."""
     try:
-        symbol = check_symbol(fields[b"s"].decode())
+        symbol = check_unit(fields[b"s"].decode())
         token = int(fields[b"t"])
         node_id = fields[b"n"].decode()
         event_ms = int(fields[b"e"])

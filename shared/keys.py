@@ -36,6 +36,50 @@ def _tagged(kind: str, symbol: str) -> str:
     return f"{PREFIX}:{kind}:{{{check_symbol(symbol)}}}"
 
 
+# --- assets: one base currency across markets (shared/assets.py) -----------------
+
+#: An asset's writer unit is ``asset:<BASE>`` (assignment field, lease/token/report tag).
+ASSET_UNIT_PREFIX = "asset:"
+_ASSET_RE = re.compile(r"^[A-Z0-9]{1,20}$")
+
+
+def check_asset(asset: str) -> str:
+    """Return ``asset`` if it is a valid asset name (A-Z, 0-9, 1-20), else raise."""
+    if not _ASSET_RE.fullmatch(asset):
+        raise InvalidSymbolError(f"invalid asset {asset!r}: expected 1-20 of A-Z and 0-9")
+    return asset
+
+
+def asset_unit(asset: str) -> str:
+    """The writer unit of an asset: ``asset:BTC``."""
+    return ASSET_UNIT_PREFIX + check_asset(asset)
+
+
+def unit_asset(unit: str) -> str | None:
+    """The asset of an ``asset:<BASE>`` unit, None for a symbol."""
+    if unit.startswith(ASSET_UNIT_PREFIX):
+        return check_asset(unit[len(ASSET_UNIT_PREFIX) :])
+    return None
+
+
+def check_unit(unit: str) -> str:
+    """Return ``unit`` if it is a symbol or an ``asset:<BASE>`` unit, else raise."""
+    if unit_asset(unit) is None:
+        check_symbol(unit)
+    return unit
+
+
+def unit_key(kind: str, unit: str) -> str:
+    """A per-unit key (``report``, ``token``, ``lease``, ``audit``, ``hist``, ``hist1m``,
+    ``updated``) of a symbol or an asset unit: ``c8:report:{asset:BTC}``, one slot each."""
+    return f"{PREFIX}:{kind}:{{{check_unit(unit)}}}"
+
+
+def asset_report(asset: str) -> str:
+    """Hash: the published asset report (same fields as a symbol report's hash)."""
+    return unit_key("report", asset_unit(asset))
+
+
 # --- per symbol (one hash slot each) ---------------------------------------------
 
 
@@ -139,8 +183,9 @@ COORDINATOR_EPOCH = f"{FLEET}:coordinator:epoch"
 def candidate_partition(symbol: str, partitions: int) -> int:
     """The candidate partition of ``symbol``: its hash slot's share of ``partitions``
     equal slot ranges (slots 0..16383), so a partition's symbols are neighbours on the
-    cluster and each symbol always goes to the same partition (its order is kept)."""
-    return key_slot(check_symbol(symbol).encode()) * partitions // 16384
+    cluster and each symbol always goes to the same partition (its order is kept).
+    An asset unit (``asset:BTC``) is partitioned the same way."""
+    return key_slot(check_unit(symbol).encode()) * partitions // 16384
 
 
 def candidates(partition: int) -> str:

@@ -66,7 +66,7 @@ class LeaseClient:
         sent = time.monotonic()
         ok, token = await self._scripts(
             "lease_acquire",
-            keys=[keys.lease(symbol), keys.token(symbol)],
+            keys=[keys.unit_key("lease", symbol), keys.unit_key("token", symbol)],
             args=[self.node_id, self.ttl_ms, FRESH_GRANT],
         )
         if not ok:
@@ -79,7 +79,7 @@ class LeaseClient:
         sent = time.monotonic()
         ok = await self._scripts(
             "lease_renew",
-            keys=[keys.lease(lease.symbol), keys.token(lease.symbol)],
+            keys=[keys.unit_key("lease", lease.symbol), keys.unit_key("token", lease.symbol)],
             args=[self.node_id, self.ttl_ms, lease.token],
         )
         if ok:
@@ -92,6 +92,6 @@ class LeaseClient:
         """Give the lease up (only if this node still holds it)."""
         lease.valid_until = 0.0
         released = await self._scripts(
-            "lease_release", keys=[keys.lease(lease.symbol)], args=[self.node_id]
+            "lease_release", keys=[keys.unit_key("lease", lease.symbol)], args=[self.node_id]
         )
         return bool(released)

@@ -70,3 +70,17 @@ DATA_AGE = Gauge(
 REDIS_ERRORS = Counter(
     "context8_calc_redis_errors_total", "Redis calls that failed (retried later).", ["op"]
 )
+ASSET_REPORTS = Counter(
+    "context8_calc_asset_reports_total",
+    "Asset reports released by the watermark (before the lease check).",
+)
+ASSET_STALLED = Gauge(
+    "context8_calc_asset_stalled_members",
+    "Members of an asset reported stalled in its last release.",
+    ["asset"],
+)
+ASSET_WATERMARK_LAG = Gauge(
+    "context8_calc_asset_watermark_lag_seconds",
+    "Event time from an asset's last released boundary to its most advanced member.",
+    ["asset"],
+)

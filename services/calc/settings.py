@@ -34,6 +34,9 @@ class Settings(ServiceSettings):
     calc_slice_ms: int = Field(default=5, gt=0)
     #: Venue used when the symbol registry (keys.SYMBOLS) has no entry for a symbol.
     calc_default_venue: str = "BINANCE"
+    #: Asset report: a silent member this far (event time) behind the most advanced one
+    #: is reported stalled and no longer waited for (docs/analytics.md, "Asset report").
+    calc_asset_max_skew_ms: int = Field(default=2000, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

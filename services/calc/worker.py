@@ -22,10 +22,11 @@ from redis.exceptions import RedisError
 
 from services.calc import metrics as m
 from services.calc.analytics import CoreParams, Cycle, SymbolCore, with_writer
+from services.calc.asset_runner import AssetRunner
 from services.calc.leasing import BatchedScripts
 from services.calc.reading import Slicer, StreamReader
 from services.calc.settings import Settings
-from shared import keys
+from shared import assets, keys
 from shared.candidate import Candidate, encode_candidate
 from shared.errors import InvalidSymbolError, WireFormatError
 from shared.lease import HeldLease, LeaseClient
@@ -395,6 +396,8 @@ class CalcWorker:
         )
         self.membership = Membership(self.client, self.scripts, settings.node_id)
         self.runners: dict[str, SymbolRunner] = {}
+        #: Assigned asset units (``asset:BTC``) -> their runner (services/calc/asset_runner.py).
+        self.asset_runners: dict[str, AssetRunner] = {}
         self.assignment_version: int | None = None
         #: On one Redis a single reader for every symbol; on a cluster one per hash slot.
         self.cluster = isinstance(self.client, RedisCluster)
@@ -498,9 +501,13 @@ class CalcWorker:
         if stuck:
             self.log.warning("tasks_not_stopped", tasks=sorted(t.get_name() for t in stuck))
         await asyncio.gather(
-            *(r.stop() for r in self.runners.values()), *self._stopping, return_exceptions=True
+            *(r.stop() for r in self.runners.values()),
+            *(r.stop() for r in self.asset_runners.values()),
+            *self._stopping,
+            return_exceptions=True,
         )
         self.runners.clear()
+        self.asset_runners.clear()
         self.update_owned()
         m.SYMBOLS_ASSIGNED.set(0)
         try:
@@ -596,7 +603,7 @@ class CalcWorker:
             if owner != node:
                 continue
             try:
-                mine.add(keys.check_symbol(raw_symbol.decode()))
+                mine.add(keys.check_unit(raw_symbol.decode()))
             except (InvalidSymbolError, UnicodeDecodeError):
                 self.log.warning("assignment_bad_symbol", symbol=repr(raw_symbol))
         version = int(raw_version) if raw_version else None
@@ -607,6 +614,8 @@ class CalcWorker:
             await self._reconcile(mine)
 
     async def _reconcile(self, mine: set[str]) -> None:
+        await self._reconcile_assets({u for u in mine if keys.unit_asset(u) is not None})
+        mine = {u for u in mine if keys.unit_asset(u) is None}
         current = set(self.runners)
         for symbol in sorted(current - mine):
             runner = self.runners.pop(symbol)
@@ -630,3 +639,25 @@ class CalcWorker:
             self._reader_for(runner).add(runner)
         m.SYMBOLS_ASSIGNED.set(len(self.runners))
         self.update_owned()
+
+    async def _reconcile_assets(self, mine: set[str]) -> None:
+        """Start/stop asset runners to match the asset units assigned to this node."""
+        for unit in sorted(set(self.asset_runners) - mine):
+            self.log.info("asset_unassigned", unit=unit)
+            await asyncio.shield(self.asset_runners.pop(unit).stop())
+        new = sorted(mine - set(self.asset_runners))
+        if not new:
+            return
+        registry: Any = await self.client.hgetall(keys.SYMBOLS)
+        known = assets.assets({k.decode(): v for k, v in registry.items()})
+        for unit in new:
+            asset = keys.unit_asset(unit)
+            assert asset is not None
+            members = known.get(asset)
+            if members is None:
+                self.log.warning("asset_without_members", unit=unit)
+                continue
+            runner = AssetRunner(self, asset, members)
+            self.asset_runners[unit] = runner
+            self.log.info("asset_assigned", unit=unit, members=runner.members)
+            runner.start()

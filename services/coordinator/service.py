@@ -19,7 +19,7 @@ from services.coordinator.leadership import Leadership
 from services.coordinator.metrics import CoordinatorMetrics
 from services.coordinator.outage import OutageGrace
 from services.coordinator.settings import Settings
-from shared import keys
+from shared import assets, keys
 from shared.errors import InvalidSymbolError
 from shared.hrw import AssignmentPlan, HrwPolicy, compute_assignment, symbols_per_node
 from shared.lifecycle import Shutdown
@@ -241,15 +241,20 @@ class Coordinator:
         return plan
 
     async def _symbols(self) -> set[str]:
-        """Fields of keys.SYMBOLS plus C8_COORDINATOR_SYMBOLS; invalid ones skipped once."""
+        """Fields of keys.SYMBOLS plus C8_COORDINATOR_SYMBOLS; invalid ones skipped once.
+        Plus one ``asset:<BASE>`` unit per base with >= 2 registered markets
+        (``shared.assets``): the asset report's writer, assigned like a symbol."""
         wanted = set(self._static_symbols)
-        for raw in await self._client.hkeys(keys.SYMBOLS):
+        registry: dict[str, bytes | str] = {}
+        for raw, info in (await self._client.hgetall(keys.SYMBOLS)).items():
             symbol = _text(raw)
             try:
                 wanted.add(keys.check_symbol(symbol))
+                registry[symbol] = info
             except InvalidSymbolError:
                 if symbol not in self._bad_symbols:
                     self._bad_symbols.add(symbol)
                     self._metrics.invalid_symbols.inc()
                     self._log.warning("invalid_symbol_skipped", symbol=symbol)
+        wanted.update(keys.asset_unit(asset) for asset in assets.assets(registry))
         return wanted

@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
+from shared import assets
 from shared.errors import ConfigError, InvalidSymbolError
 from shared.keys import check_symbol
 
@@ -47,10 +48,6 @@ KNOWN_PRECISIONS: dict[tuple[str, str, str], tuple[int, int]] = {
     ("BYBIT", "spot", "BTCUSDT"): (2, 6),
 }
 
-#: COIN-M contract size in USD (Binance contract specs); sizes there are contracts.
-COINM_CONTRACT_USD: dict[str, int] = {"BTCUSD_PERP": 100}
-
-_QUOTES = ("USDT", "USDC", "FDUSD", "BUSD", "USD", "BTC", "ETH")
 _DATE_RE = re.compile(r"(\d{8})|(\d{4}-\d{2}-\d{2})")
 
 
@@ -99,10 +96,9 @@ class Feed:
 
 def split_currencies(raw_symbol: str, market: str) -> tuple[str, str]:
     """(base, quote) of a venue symbol, e.g. BTCUSDT -> (BTC, USDT), BTCUSD_PERP -> (BTC, USD)."""
-    core = raw_symbol.split("_", 1)[0]
-    for quote in _QUOTES:
-        if core.endswith(quote) and len(core) > len(quote):
-            return core[: -len(quote)], quote
+    split = assets.split_currencies(raw_symbol)
+    if split is not None:
+        return split
     raise ConfigError(f"cannot split {raw_symbol!r} ({market}) into base and quote currency")
 
 

@@ -7,7 +7,8 @@ from nautilus_trader.model.identifiers import InstrumentId, Symbol
 from nautilus_trader.model.instruments import CryptoPerpetual, CurrencyPair, Instrument
 from nautilus_trader.model.objects import Price, Quantity
 
-from services.ingest.feeds import COINM_CONTRACT_USD, Feed, split_currencies
+from services.ingest.feeds import Feed, split_currencies
+from shared.assets import coinm_contract_usd
 
 
 def _currency(code: str) -> Currency:
@@ -42,7 +43,7 @@ def make_instrument(feed: Feed) -> Instrument:
     inverse = feed.market == "coinm"
     settlement = base if inverse else quote
     multiplier = (
-        Quantity.from_int(COINM_CONTRACT_USD.get(feed.raw_symbol, 1))
+        Quantity.from_int(coinm_contract_usd(feed.raw_symbol))
         if inverse
         else Quantity.from_int(1)
     )

@@ -4,6 +4,7 @@ GET /v1/reports/{symbol}   one served report (400 invalid, 404 unknown, 503 Redi
 GET /v1/reports/{symbol}/history?minutes=&fields=a,b   time series (services/mcp/history.py)
 GET /v1/reports            every known symbol, or ?symbols=A,B (same shape as get_reports)
 GET /v1/symbols            known symbols and their freshness (same as list_symbols)
+GET /v1/assets[/{asset}]   asset reports across markets (services/mcp/assets.py)
 GET /healthz               200 when Redis answers, 503 otherwise
 GET /v1/stream?symbols=A,B report updates as Server-Sent Events (services/mcp/sse.py)
 /mcp                       MCP over streamable HTTP (JSON responses; stateful with push)
@@ -25,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from services.mcp.assets import AssetReader
 from services.mcp.auth import AuthConfig, AuthMiddleware
 from services.mcp.errors import (
     InvalidArgumentError,
@@ -126,6 +128,14 @@ def rest_routes(service: ReportService) -> list[Route]:
     async def healthz(request: Request) -> dict[str, Any]:
         return await service.health()
 
+    asset_reader = AssetReader(service)  # services/mcp/assets.py
+
+    async def get_asset(request: Request) -> dict[str, Any]:
+        return await asset_reader.get_asset(request.path_params["asset"])
+
+    async def list_assets(request: Request) -> dict[str, Any]:
+        return await asset_reader.list_assets()
+
     async def readyz(request: Request) -> JSONBody:
         health = await service.health()
         ready = health["reports"]["ok"] > 0
@@ -136,6 +146,8 @@ def rest_routes(service: ReportService) -> list[Route]:
         _route("/v1/reports/{symbol}", get_report),
         _route("/v1/reports", get_reports),
         _route("/v1/symbols", list_symbols),
+        _route("/v1/assets/{asset}", get_asset),
+        _route("/v1/assets", list_assets),
         _route("/healthz", healthz),
         _route("/readyz", readyz),
     ]

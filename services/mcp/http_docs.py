@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.mcp import history
+from services.mcp.assets import ASSET_JSON_SCHEMA, asset_list_schema, served_asset_schema
 from services.mcp.openapi import ERROR_SCHEMA, HEALTH_SCHEMA, Endpoint, Param, component
 from services.mcp.schemas import SymbolList, batch_schema, report_sections_schema
 from services.mcp.sections import SECTIONS
@@ -120,6 +121,31 @@ def endpoints(max_batch: int) -> dict[str, Endpoint]:
             params=(CURSOR,),
             responses={200: ("Symbols and freshness.", "SymbolList"), **_ERRORS},
         ),
+        "/v1/assets/{asset}": Endpoint(
+            summary="One asset across markets (the asset report)",
+            description="Per-market top of book in base units, consolidated best bid/ask over "
+            "the USD-quoted markets, basis of each perpetual vs spot, cross-market crosses "
+            "(docs/analytics.md, 'Asset report'). freshness is recomputed at read time.",
+            params=(
+                Param(
+                    "asset",
+                    "path",
+                    "Asset (base currency), 1-20 ASCII letters and digits, case-insensitive, "
+                    "optionally prefixed asset: (e.g. BTC).",
+                    ASSET_JSON_SCHEMA,
+                ),
+            ),
+            responses={
+                200: ("The served asset report.", "Asset"),
+                404: ("Unknown asset, or no asset report published yet.", "Error"),
+                500: ("The stored asset report is corrupt.", "Error"),
+                **_ERRORS,
+            },
+        ),
+        "/v1/assets": Endpoint(
+            summary="Every known asset and how fresh its report is",
+            responses={200: ("Assets and freshness.", "AssetList"), **_ERRORS},
+        ),
         "/healthz": Endpoint(
             summary="Liveness: Redis reachable, and how many reports are fresh",
             responses={
@@ -144,6 +170,8 @@ def schemas(stale_after_ms: int, down_after_ms: int) -> dict[str, dict[str, Any]
         "ReportBatch": batch_schema(stale_after_ms, down_after_ms),
         "SymbolList": component(SymbolList),
         "History": history.output_schema(),
+        "Asset": served_asset_schema(stale_after_ms, down_after_ms),
+        "AssetList": asset_list_schema(stale_after_ms, down_after_ms),
         "Health": HEALTH_SCHEMA,
         "Error": ERROR_SCHEMA,
         # A 503 of /readyz: not ready (Health) or Redis down (Error).

@@ -18,6 +18,12 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from services.mcp import history
+from services.mcp.assets import (
+    ASSET_JSON_SCHEMA,
+    AssetReader,
+    asset_list_schema,
+    served_asset_schema,
+)
 from services.mcp.mcp_push import install_push
 from services.mcp.metrics import observe
 from services.mcp.prompts import register_guidance
@@ -38,6 +44,9 @@ score) computed from live exchange data (Binance, Bybit).
 - get_report(symbol) returns one report; get_reports(symbols) several in one call.
 - get_history(symbol, minutes, fields) returns a time series of report fields (1 s points
   up to 60 minutes, 1 min points up to 24 h).
+- get_asset(asset) joins one base currency (e.g. BTC) across markets: per-market top of
+  book, consolidated best bid/ask, perpetual basis vs spot, cross-market crosses;
+  list_assets lists the assets.
 - Symbols are case-insensitive (btcusdt == BTCUSDT), letters and digits only.
 - Prices are in the quote currency (USDT for BTCUSDT); qty values are base-asset units;
   spread_bps is in basis points; *_ms fields are milliseconds.
@@ -84,6 +93,24 @@ degraded/down thresholds in ms. At most 500 symbols per call: total says how man
 are; pass next_cursor back as cursor for the next page.
 """
 
+GET_ASSET_DESCRIPTION = """\
+Get one asset (base currency, e.g. BTC) across every market context8 carries (Binance spot,
+USD(S)-M and COIN-M perpetuals, Bybit), joined at one exchange event time (generated_at).
+
+markets: per market best_bid/best_ask {price (its quote currency), qty (base units, COIN-M
+contracts converted)}, mid, data_age_ms, status (ok, stalled, down, ...) and basis_bps of
+each perpetual against the spot mid (basis_reference). consolidated: the best bid and best
+ask over the USD-quoted markets (USDT, USDC, USD at par). crossed/crosses: one market's bid
+above another's ask, with the size available (base units) and the gap in bps.
+freshness (ok, degraded, down) is recomputed at read time. Unknown assets return an error
+naming the closest known ones; list_assets lists them.
+"""
+
+LIST_ASSETS_DESCRIPTION = """\
+List every asset with an asset report or at least two registered markets: its member
+symbols, freshness right now (ok, degraded, down, or no_report) and generated_at.
+"""
+
 RESOURCE_DESCRIPTION = (
     "The current market report of one symbol as JSON (same content as the get_report tool)."
 )
@@ -127,6 +154,15 @@ CursorArg = Annotated[
     ),
 ]
 
+AssetArg = Annotated[
+    str,
+    Field(
+        description="Asset (base currency): 1-20 ASCII letters and digits, case-insensitive, "
+        "optionally prefixed asset: (e.g. BTC, eth or asset:BTC).",
+        json_schema_extra=ASSET_JSON_SCHEMA,
+    ),
+]
+
 READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 #: Human-readable tool titles (tools without an entry get one from their name).
 TOOL_TITLES = {
@@ -134,6 +170,8 @@ TOOL_TITLES = {
     "get_reports": "Market reports (several symbols)",
     "list_symbols": "Symbols and their freshness",
     "get_history": "Report history (time series)",
+    "get_asset": "Asset across markets",
+    "list_assets": "Assets and their freshness",
 }
 
 #: A tool result whose structured content is a JSON object (validated against the
@@ -213,6 +251,14 @@ def build_mcp_server(
             "get_history", lambda: history_reader.get_history(symbol, minutes, fields)
         )
 
+    asset_reader = AssetReader(service)  # services/mcp/assets.py
+
+    async def get_asset(asset: AssetArg) -> JsonResult:
+        return await call("get_asset", lambda: asset_reader.get_asset(asset))
+
+    async def list_assets() -> JsonResult:
+        return await call("list_assets", asset_reader.list_assets)
+
     limits = (service.policy.stale_after_ms, service.policy.down_after_ms)
     server: MCPServer = MCPServer(
         SERVER_NAME,
@@ -224,6 +270,8 @@ def build_mcp_server(
             _structured_tool(get_reports, GET_REPORTS_DESCRIPTION, batch_schema(*limits)),
             _structured_tool(list_symbols, LIST_SYMBOLS_DESCRIPTION, None),
             _structured_tool(get_history, history.DESCRIPTION, history.output_schema()),
+            _structured_tool(get_asset, GET_ASSET_DESCRIPTION, served_asset_schema(*limits)),
+            _structured_tool(list_assets, LIST_ASSETS_DESCRIPTION, asset_list_schema(*limits)),
         ],
         # Reports change every few hundred ms: clients must not cache resource reads.
         cache_hints={"resources/read": CacheHint(ttl_ms=0, scope="private")},

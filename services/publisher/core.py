@@ -15,6 +15,7 @@ import orjson
 
 from services.publisher.schema_check import Check, compile_schema
 from shared import keys
+from shared.asset_report import asset_schema_errors
 from shared.candidate import Candidate, decode_candidate
 from shared.errors import WireFormatError
 from shared.history import HISTORY_COARSE_MAXLEN, HISTORY_MAXLEN
@@ -67,7 +68,11 @@ def report_errors(report: dict[str, Any]) -> list[str]:
 
 def _consistency_errors(report: dict[str, Any], c: Candidate) -> list[str]:
     errors = []
-    if report.get("symbol") != c.symbol:
+    asset = keys.unit_asset(c.symbol)
+    if asset is not None:
+        if report.get("asset") != asset:
+            errors.append(f"asset {report.get('asset')!r} != candidate unit {c.symbol!r}")
+    elif report.get("symbol") != c.symbol:
         errors.append(f"symbol {report.get('symbol')!r} != candidate symbol {c.symbol!r}")
     writer = report.get("writer")
     if isinstance(writer, dict):
@@ -96,7 +101,10 @@ def prepare(
         return Rejected(entry_id, "malformed", "report JSON is not an object", candidate.symbol)
     report["updatedAt"] = now_ms
     if validate:
-        errors = report_errors(report) + _consistency_errors(report, candidate)
+        # An asset unit's report (``asset:BTC``) has its own contract (asset-1.2.json).
+        is_asset = keys.unit_asset(candidate.symbol) is not None
+        schema = asset_schema_errors(report) if is_asset else report_errors(report)
+        errors = schema + _consistency_errors(report, candidate)
         if errors:
             return Rejected(entry_id, "invalid", "; ".join(errors[:5]), candidate.symbol)
     return Ready(entry_id, candidate, stamped(candidate.report_json, now_ms, report), report)
@@ -118,14 +126,11 @@ def stamped(raw: bytes, now_ms: int, report: dict[str, Any]) -> bytes:
 
 def write_keys(symbol: str) -> list[str]:
     """The keys of one ``fenced_publish.lua`` call, all in ``symbol``'s slot: token, report,
-    audit, 1 s history, 1 min history, update channel."""
+    audit, 1 s history, 1 min history, update channel. ``symbol`` may be an asset unit
+    (``asset:BTC``: ``c8:report:{asset:BTC}``...; its reports get no history rows)."""
     return [
-        keys.token(symbol),
-        keys.report(symbol),
-        keys.audit(symbol),
-        keys.history(symbol),
-        keys.history_coarse(symbol),
-        keys.report_updates(symbol),
+        keys.unit_key(kind, symbol)
+        for kind in ("token", "report", "audit", "hist", "hist1m", "updated")
     ]
 
 

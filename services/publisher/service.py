@@ -265,6 +265,8 @@ class Publisher:
         c = item.candidate
         if item.report is None or self._history_second.get(c.symbol) == c.event_ms // 1000:
             return b""
+        if keys.unit_asset(c.symbol) is not None:
+            return b""  # asset reports keep no history (the row is a symbol report's)
         return encode_row(item.report)
 
     def _write_args(self, item: Ready) -> tuple[list[str], list[Any]]:

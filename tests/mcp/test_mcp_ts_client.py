@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 import redis
 
-from tests.mcp.helpers import HttpServerProcess, make_report, put_report, register_symbol
+from tests.mcp.helpers import HttpServerProcess, make_report, now_ms, put_report, register_symbol
 from tests.mcp.js_clients import (
     node_env,
     run_ts_client,
     stdio_server_command,
     stdio_server_env,
 )
+from tests.support.asset_reports import btc_asset_report, put_asset_report
 
 #: Tools every build has; tools added later are called too (the script calls all it lists).
 CORE_TOOLS = {"get_report", "get_reports", "list_symbols"}
@@ -27,9 +28,11 @@ pytestmark = pytest.mark.usefixtures("js_clients")
 
 @pytest.fixture
 def reports(redis_url: str) -> str:
-    """BTCUSDT and ETHUSDT published, SOLUSDT registered without a report."""
+    """BTCUSDT and ETHUSDT published, SOLUSDT registered without a report, the BTC asset
+    report published (get_asset)."""
     client = redis.Redis.from_url(redis_url)
     put_report(client, make_report("BTCUSDT"))
+    put_asset_report(client, btc_asset_report(), now_ms())
     put_report(client, make_report("ETHUSDT", mid=3400.0))
     register_symbol(client, "SOLUSDT")
     client.close()
@@ -81,6 +84,7 @@ def test_ts_sdk_client_reports_a_tool_error(
     so a green summary above is not a script that never fails."""
     client = redis.Redis.from_url(redis_url)
     put_report(client, make_report("BTCUSDT"))
+    put_asset_report(client, btc_asset_report(), now_ms())
     client.close()
     code, summary, _ = run_ts_client(
         ["--args", '{"get_report": {"symbol": "XRPUSDT"}}', "http", f"{server.base}/mcp"],

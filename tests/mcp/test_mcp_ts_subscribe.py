@@ -25,6 +25,7 @@ from tests.mcp.js_clients import (
     stdio_server_command,
     stdio_server_env,
 )
+from tests.support.asset_reports import btc_asset_report, put_asset_report
 
 URI = "report://BTCUSDT"
 
@@ -78,6 +79,7 @@ def test_ts_sdk_client_receives_resource_updates(
 ) -> None:
     client = redis.Redis.from_url(redis_url)
     put_report(client, make_report("BTCUSDT"))
+    put_asset_report(client, btc_asset_report(), now_ms())  # the client calls every tool
     client.close()
     if transport == "http":
         args, env = ["http", f"{server.base}/mcp"], node_env(tmp_path)
