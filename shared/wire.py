@@ -6,7 +6,8 @@ One Redis Stream per symbol (``shared.keys.stream``). Every entry has four field
 field  meaning
 =====  =====================================================================
 ``v``  wire version, ``1``
-``k``  kind: ``snap`` | ``delta`` | ``trade`` | ``ticker`` | ``status``
+``k``  kind: ``snap`` | ``delta`` | ``trade`` | ``ticker`` | ``status``; live
+       futures also ``mark`` | ``oi`` | ``liq`` (derivatives)
 ``et`` exchange event time, integer nanoseconds since the Unix epoch
 ``rt`` receive time (ingest's wall clock), integer nanoseconds
 ``p``  payload: a msgpack map, one schema per kind (the ``*Payload`` structs)
@@ -16,7 +17,8 @@ Prices and sizes are integers scaled by ``10**pp`` and ``10**sp`` (the instrumen
 price and size precision, carried in every book/trade payload), so book levels are
 exact dictionary keys and the encoding stays compact. A size of ``0`` in a delta
 removes the level. Book sides are lists of ``[price, size]`` pairs; in snapshots they
-are ordered best first.
+are ordered best first. The derivative payloads (``mark``, ``oi``, ``liq``) carry the
+venue's decimals as floats instead: mark and index prices need not be on the tick grid.
 
 Sequence ids are the venue's own: ``u`` is the last update id covered by an entry,
 ``U`` the first, ``pu`` the update id the entry follows (Binance futures ``pu``;
@@ -36,7 +38,7 @@ from shared.errors import WireFormatError
 
 WIRE_VERSION = 1
 
-Kind = Literal["snap", "delta", "trade", "ticker", "status"]
+Kind = Literal["snap", "delta", "trade", "ticker", "status", "mark", "oi", "liq"]
 FeedState = Literal["ok", "degraded", "down", "resync", "unbuildable"]
 
 
@@ -95,7 +97,50 @@ class StatusPayload(msgspec.Struct, forbid_unknown_fields=False):
     reason: str = ""
 
 
-Payload = SnapPayload | DeltaPayload | TradePayload | TickerPayload | StatusPayload
+class MarkPayload(msgspec.Struct, forbid_unknown_fields=False):
+    """Derivatives: the venue's mark price, index price and funding (live mode).
+
+    Every field is optional (a Bybit ``tickers`` delta carries only what changed);
+    prices are the venue's decimals as floats (a mark or index price need not be on the
+    tick grid); ``funding`` is the rate per funding interval (0.0001 = 0.01 %);
+    ``nft`` the next funding time, ms since the epoch.
+    """
+
+    mark: float | None = None
+    index: float | None = None
+    funding: float | None = None
+    nft: int | None = None
+
+
+class OpenInterestPayload(msgspec.Struct, forbid_unknown_fields=False):
+    """Derivatives: open interest in contracts/base units (``oi``) and, where the venue
+    gives it, its value in the quote currency (``value``; Bybit ``openInterestValue``)."""
+
+    oi: float
+    value: float | None = None
+
+
+class LiquidationPayload(msgspec.Struct, forbid_unknown_fields=False):
+    """Derivatives: one forced liquidation. ``side`` is the side of the position that
+    was liquidated: ``long`` (closed by a forced sell: Binance ``S=SELL``, Bybit
+    ``S=Buy``) or ``short`` (closed by a forced buy). ``px`` the price, ``sz`` the size
+    (base units; COIN-M: contracts)."""
+
+    side: Literal["long", "short"]
+    px: float
+    sz: float
+
+
+Payload = (
+    SnapPayload
+    | DeltaPayload
+    | TradePayload
+    | TickerPayload
+    | StatusPayload
+    | MarkPayload
+    | OpenInterestPayload
+    | LiquidationPayload
+)
 
 _PAYLOAD_TYPES: dict[str, type[Payload]] = {
     "snap": SnapPayload,
@@ -103,6 +148,9 @@ _PAYLOAD_TYPES: dict[str, type[Payload]] = {
     "trade": TradePayload,
     "ticker": TickerPayload,
     "status": StatusPayload,
+    "mark": MarkPayload,
+    "oi": OpenInterestPayload,
+    "liq": LiquidationPayload,
 }
 _KIND_OF: dict[type, str] = {t: k for k, t in _PAYLOAD_TYPES.items()}
 _KIND_BYTES: dict[type, bytes] = {t: k.encode() for t, k in _KIND_OF.items()}

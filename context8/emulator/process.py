@@ -214,6 +214,13 @@ class EmulatorProcess:
         result: list[str] = self._call("POST", "/_emulator/start", body)["started"]
         return result
 
+    def derivatives(self, market: str, symbol: str) -> list[dict[str, Any]]:
+        """The synthetic derivatives frames dispatched so far (and the open interest
+        REST bodies answered, marked ``"rest": "openInterest"``), oldest first."""
+        query = f"/_emulator/derivatives?market={market}&symbol={symbol}"
+        result: list[dict[str, Any]] = self._call("GET", query)["frames"]
+        return result
+
     def book(self, market: str, symbol: str, depth: int | None = None) -> dict[str, Any]:
         """The true book now: ``last_update_id``, ``bids`` / ``asks`` (best first)."""
         query = f"/_emulator/book?market={market}&symbol={symbol}"

@@ -146,6 +146,10 @@ def parse_stream(name: str, futures: bool) -> StreamRef | None:
         return StreamRef(symbol, Kind.TRADE)
     if suffix == "bookTicker":
         return StreamRef(symbol, Kind.TICKER)
+    if futures and suffix in ("markPrice", "markPrice@1s"):
+        return StreamRef(symbol, Kind.MARK)  # synthetic (derivatives.py), one per second
+    if futures and suffix == "forceOrder":
+        return StreamRef(symbol, Kind.LIQUIDATION)
     return None
 
 
@@ -181,11 +185,14 @@ class Topic:
     depth: int | None = None
 
 
+_PLAIN_TOPICS = ("publicTrade", "tickers", "allLiquidation", "liquidation")
+
+
 def parse_topic(name: str) -> Topic | None:
     parts = name.split(".")
     if len(parts) == 3 and parts[0] == "orderbook" and parts[1].isdigit():
         return Topic(name, "orderbook", parts[2], int(parts[1]))
-    if len(parts) == 2 and parts[0] in ("publicTrade", "tickers") and parts[1]:
+    if len(parts) == 2 and parts[0] in _PLAIN_TOPICS and parts[1]:
         return Topic(name, parts[0], parts[1])
     return None
 

@@ -48,6 +48,10 @@ class Kind(IntEnum):
     TICKER = 3  # Binance bookTicker
     SNAPSHOT = 4  # Binance REST depth body (not streamed) / Bybit orderbook snapshot
     OTHER = 5
+    #: Synthetic (``derivatives.py``), never read from a file: Binance markPrice / Bybit
+    #: tickers, and Binance forceOrder / Bybit allLiquidation.
+    MARK = 6
+    LIQUIDATION = 7
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,6 +21,7 @@ from aiohttp import WSMsgType, web
 
 from context8.emulator.book import BookKeeper
 from context8.emulator.copies import Renamer, copy_names, pair_of
+from context8.emulator.derivatives import Synthesiser, binance_open_interest_body, bybit_ticker_text
 from context8.emulator.faults import Fault, FaultError, FaultState, parse_fault
 from context8.emulator.limits import (
     DepthParamError,
@@ -58,7 +59,15 @@ MAX_QUEUE = 100_000
 MIN_TICK_S = 0.002
 #: Longest a REST depth request is held waiting for the book to become known.
 HOLD_TIMEOUT_S = 120.0
-_KIND_NAMES = {Kind.DEPTH: "depth", Kind.TRADE: "trade", Kind.TICKER: "bookTicker"}
+_KIND_NAMES = {
+    Kind.DEPTH: "depth",
+    Kind.TRADE: "trade",
+    Kind.TICKER: "bookTicker",
+    Kind.MARK: "mark",
+    Kind.LIQUIDATION: "liquidation",
+}
+#: Synthetic derivatives frames kept per symbol for ``GET /_emulator/derivatives``.
+DERIVED_LOG = 50_000
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -191,7 +200,11 @@ class SymbolRuntime:
         self.name = name
         self.renamer = renamer
         self.keeper = BookKeeper(self.spec.venue, self.spec.is_futures)
-        self.cursor = Cursor(recording.events, self.keeper)
+        derivatives = self.spec.is_futures or self.spec.name == "bybit-linear"
+        self.synth = Synthesiser(self.spec.venue, name, derivatives)
+        self.cursor = Cursor(recording.events, self.keeper, self.synth.observe)
+        #: The synthetic derivatives frames dispatched so far (JSON texts), oldest first.
+        self.derived: deque[str] = deque(maxlen=DERIVED_LOG)
         self.clock = Clock(recording.events[0].t, emulator.speed)
         self.required = recording.data_kinds
         #: Binance: kind -> subscribed stream name -> connections; Bybit: TRADE topics
@@ -199,6 +212,8 @@ class SymbolRuntime:
             Kind.DEPTH: {},
             Kind.TRADE: {},
             Kind.TICKER: {},
+            Kind.MARK: {},
+            Kind.LIQUIDATION: {},
         }
         #: Bybit: orderbook depth -> connections; who has had a snapshot
         self.book_subs: dict[int, set[Connection]] = {}
@@ -302,6 +317,8 @@ class SymbolRuntime:
         if kind is Kind.DEPTH and self.emulator.faults.take_drop(self.spec.name, self.name):
             self.dropped += 1
             return
+        if kind in (Kind.MARK, Kind.LIQUIDATION):
+            self.derived.append(ev.text)
         if self.spec.is_binance:
             self._dispatch_binance(ev)
         elif kind in (Kind.DEPTH, Kind.SNAPSHOT):
@@ -335,7 +352,17 @@ class SymbolRuntime:
             text = self._text(ev.text)
             for conn in conns:
                 conn.send(text)
-            self.sent["trade"] += len(conns)
+            self.sent[_KIND_NAMES[ev.kind]] += len(conns)
+
+    def bybit_send_ticker_snapshot(self, conn: Connection) -> None:
+        """A new ``tickers`` subscriber first gets the newest values as a ``snapshot``
+        (stamped with the time they were synthesised at), then the per-second deltas."""
+        last = self.synth.last_ticker
+        if last is None or self.emulator.faults.is_stalled(self.spec.name, self.name):
+            return
+        t_ms, values = last
+        conn.send(bybit_ticker_text(self.name, t_ms, values, "snapshot"))
+        self.sent["mark"] += 1
 
     def _dispatch_bybit_book(self, ev: Event) -> None:
         recorded_depth = self.recording.book_depth or 0
@@ -543,6 +570,7 @@ class Emulator:
         r.add_get("/_emulator/stats", self._h_stats)
         r.add_get("/_emulator/urls", self._h_urls)
         r.add_get("/_emulator/book", self._h_book)
+        r.add_get("/_emulator/derivatives", self._h_derivatives)
         r.add_post("/_emulator/fault", self._h_fault)
         r.add_post("/_emulator/clear", self._h_clear)
         r.add_post("/_emulator/start", self._h_start)
@@ -551,6 +579,8 @@ class Emulator:
             if spec.is_binance:
                 prefix = f"/{name}{spec.rest_prefix}"
                 r.add_get(f"{prefix}/depth", self._bind(self._h_depth, market))
+                if spec.is_futures:
+                    r.add_get(f"{prefix}/openInterest", self._bind(self._h_open_interest, market))
                 r.add_get(f"{prefix}/ping", self._bind(self._h_ping, market))
                 r.add_get(f"{prefix}/time", self._bind(self._h_time, market))
                 r.add_get(f"/{name}/stream", self._bind(self._h_binance_ws, market))
@@ -678,6 +708,17 @@ class Emulator:
                 "asks": asks,
             }
         )
+
+    async def _h_derivatives(self, request: web.Request) -> web.StreamResponse:
+        """The synthetic derivatives frames dispatched so far for one symbol (JSON)."""
+        market = request.query.get("market", "")
+        symbol = request.query.get("symbol", "").upper()
+        rt = self.markets[market].symbols.get(symbol) if market in self.markets else None
+        if rt is None:
+            return _json({"error": f"unknown market/symbol {market}/{symbol}"}, status=404)
+        rt.catch_up()
+        frames = [orjson.loads(t) for t in rt.derived]
+        return _json({"market": market, "symbol": symbol, "frames": frames})
 
     async def _h_fault(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -856,6 +897,28 @@ class Emulator:
         delay = self.faults.snapshot_delay(spec.name, rt.name, asyncio.get_running_loop().time())
         if delay > 0:
             await asyncio.sleep(delay)
+        return self._rest_reply(market, ip, body)
+
+    async def _h_open_interest(
+        self, request: web.Request, market: MarketState
+    ) -> web.StreamResponse:
+        """``GET openInterest?symbol=S`` (weight 1): the synthetic open interest at the
+        symbol's current exchange time (``derivatives.open_interest``)."""
+        ip = request.remote or "?"
+        symbol = request.query.get("symbol", "").upper()
+        if not symbol:
+            msg = "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
+            return self._rest_reply(market, ip, binance_rest_error(-1102, msg), 400)
+        denied = self._rest_gate(request, market, 1)
+        if denied is not None:
+            return denied
+        rt = market.symbols.get(symbol)
+        if rt is None:
+            return self._rest_reply(market, ip, binance_rest_error(-1121, "Invalid symbol."), 400)
+        rt.catch_up()
+        pair = pair_of(rt.name) if market.spec.kind == "coinm" else None
+        body = binance_open_interest_body(rt.name, pair, rt.exchange_ms())
+        rt.derived.append(orjson.dumps({"rest": "openInterest", **body}).decode())
         return self._rest_reply(market, ip, body)
 
     # -------------------------------------------------------------- Bybit REST
@@ -1087,6 +1150,11 @@ class Emulator:
                 rt.bybit_book_subscribe(conn, topic.depth)
             elif topic.kind == "publicTrade":
                 rt.add_stream(conn, topic.name, Kind.TRADE)
+            elif topic.kind == "tickers" and market.spec.name == "bybit-linear":
+                rt.add_stream(conn, topic.name, Kind.MARK)
+                rt.bybit_send_ticker_snapshot(conn)
+            elif topic.kind == "allLiquidation" and market.spec.name == "bybit-linear":
+                rt.add_stream(conn, topic.name, Kind.LIQUIDATION)
             touched.append((rt, topic))
         for rt, topic in touched:
             rt.catch_up()

@@ -10,7 +10,7 @@ frames can never disagree.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from context8.emulator.book import BookKeeper
 from context8.emulator.recording import Event, Kind
@@ -53,9 +53,17 @@ class Clock:
 class Cursor:
     """Read position in a symbol's frames; every frame passed is applied to the book."""
 
-    def __init__(self, events: Sequence[Event], keeper: BookKeeper) -> None:
+    def __init__(
+        self,
+        events: Sequence[Event],
+        keeper: BookKeeper,
+        observe: Callable[[Event, BookKeeper], list[Event]] | None = None,
+    ) -> None:
+        """``observe(frame, keeper)``: called after each frame is applied; the frames it
+        returns (synthetic derivatives) are handed out right after it."""
         self.events = events
         self.keeper = keeper
+        self.observe = observe
         self.index = 0
         self._snapshot_at = [i for i, ev in enumerate(events) if ev.kind is Kind.SNAPSHOT]
         self.last_t = events[0].t if events else 0
@@ -74,10 +82,13 @@ class Cursor:
         out: list[Event] = []
         events, keeper = self.events, self.keeper
         i, n = self.index, len(self.events)
+        observe = self.observe
         while i < n and events[i].t <= position:
             ev = events[i]
             keeper.apply(ev)
             out.append(ev)
+            if observe is not None:
+                out.extend(observe(ev, keeper))
             i += 1
         if out:
             self.index = i

@@ -23,7 +23,7 @@ from nautilus_trader.model.identifiers import ClientId, InstrumentId
 
 from services.ingest import metrics
 from services.ingest.core import FeedCore, Note, Out, ResyncRequest, StateChange, WrittenTail
-from services.ingest.records import BookUpdate, Record, Status, wire_fields
+from services.ingest.records import BookUpdate, Derivative, Record, Status, wire_fields
 from services.ingest.side_channel import SideChannel
 from services.ingest.writer import StreamWriter
 
@@ -59,6 +59,11 @@ class FeedShell:
             self.m.pending["trade"] += 1
         self.m.lag.observe((record.recv_ns - record.event_ns) / 1e9)
         self.run(self.core.on_record(record, now_ns))
+
+    def derivative(self, record: Derivative) -> None:
+        """Count one derivative record (live futures) and run it through the core."""
+        self.m.pending["derivative"] += 1
+        self.run(self.core.on_derivative(record))
 
     def run(self, outs: list[Out]) -> None:
         """Carry out what the core returned, in order.
@@ -130,6 +135,7 @@ class IngestActor(Actor):
         self._wall = any(shell.core.config.wall_clock for shell in shells)
         self._tasks: list[asyncio.Task[None]] = []
         side.listen(self._announced)
+        side.listen_direct(self._direct)
 
     # -- Nautilus handlers ---------------------------------------------------------------
 
@@ -192,6 +198,17 @@ class IngestActor(Actor):
         shell = self.shells.get(instrument_id)
         if shell is not None:
             shell.run(shell.core.venue_status(status))
+
+    def _direct(self, instrument_id: str, record: Derivative) -> None:
+        """A derivative record from the venue client (live futures), written at once."""
+        shell = self.shells.get(instrument_id)
+        if shell is None:
+            return
+        try:
+            shell.derivative(record)
+        except Exception as exc:  # one bad message must not stop the feed
+            metrics.REJECTIONS.labels(shell.symbol, "internal").inc()
+            self._slog.error("derivative handling failed", symbol=shell.symbol, error=repr(exc))
 
     def end_of_feed(self, instrument_id: str, reason: str) -> None:
         """The feed ended (replay): ``unbuildable`` if it never had a book, then ``down``."""

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from services.ingest.feeds import Feed
-from services.ingest.records import BookUpdate, Record, Status, Trade
+from services.ingest.records import BookUpdate, Derivative, Record, Status, Trade
 from services.ingest.sequencer import BookSequencer, Output, Rule
 from services.ingest.stall import StallWatch
 
@@ -90,7 +90,7 @@ class Note:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-Out = BookUpdate | Trade | Status | ResyncRequest | StateChange | Note
+Out = BookUpdate | Trade | Status | Derivative | ResyncRequest | StateChange | Note
 
 #: Status entry state -> the feed state it puts the feed in.
 _STATE_OF = {"resync": "degraded"}
@@ -188,6 +188,13 @@ class FeedCore:
         self._touch(trade.event_ns, trade.recv_ns)
         self._maybe_checkpoint(trade.event_ns, trade.recv_ns, out)
         return out
+
+    def on_derivative(self, record: Derivative) -> list[Out]:
+        """A derivative record (mark/funding, open interest, liquidation; live futures):
+        written as it is. It does not touch the book, its state or the stall watch."""
+        if self.ended:
+            return []
+        return [record]
 
     def invalidate(self, reason: str, event_ns: int, recv_ns: int) -> list[Out]:
         """Drop the book from outside (e.g. a diff's venue ids were lost): a gap."""

@@ -90,7 +90,7 @@ class HotHistogram(Collector):
 
 MESSAGES = Counter(
     "context8_ingest_messages_total",
-    "Venue messages parsed, by symbol and kind (snapshot, diff, trade, book_ticker).",
+    "Venue messages parsed, by symbol and kind (snapshot, diff, trade, book_ticker, derivative).",
     ["symbol", "kind"],
 )
 LEVEL_CHANGES = Counter(
@@ -224,7 +224,8 @@ class FeedMetrics:
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
-        self._messages = {k: MESSAGES.labels(symbol, k) for k in ("snapshot", "diff", "trade")}
+        kinds = ("snapshot", "diff", "trade", "derivative")
+        self._messages = {k: MESSAGES.labels(symbol, k) for k in kinds}
         self.event_time = REPLAY_EVENT_TIME.labels(symbol)
         self.skew = CLOCK_SKEW.labels(symbol)
         self.silence = BOOK_SILENCE.labels(symbol)
@@ -242,7 +243,7 @@ class FeedMetrics:
             (BACKFILLED.labels(symbol), "backfilled"),
         ]
         self._synced = {name: 0 for _, name in self._totals}
-        self.pending = {"snapshot": 0, "diff": 0, "trade": 0}
+        self.pending = {"snapshot": 0, "diff": 0, "trade": 0, "derivative": 0}
         FEED_STATE.labels(symbol, "waiting").set(1)
 
     def state(self, old: str, new: str) -> None:

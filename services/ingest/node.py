@@ -101,6 +101,8 @@ def build_live_node(
     urls = parse_venue_urls(settings.ingest_venue_urls)
     configs = {client_name(market): client_config(market) for market in live_client_groups(feeds)}
     node = TradingNode(node_config(settings, configs), loop=asyncio.get_running_loop())
-    client_ids = add_live_clients(node, feeds, side, urls, log)
+    client_ids = add_live_clients(
+        node, feeds, side, urls, log, settings.ingest_open_interest_poll_s
+    )
     actor = add_actor(node, settings, client_ids, feeds, side, writer, log)
     return node, actor

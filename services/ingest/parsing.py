@@ -9,19 +9,20 @@ WebSocket frames and REST bodies.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 
 import msgspec
 
 from services.ingest.feeds import Feed
 from services.ingest.recorded import RawLine
-from services.ingest.records import BookUpdate, Quote, Trade
+from services.ingest.records import BookUpdate, Liquidation, MarkUpdate, OpenInterest, Quote, Trade
 from services.ingest.scaling import LevelScaler, ValueRejection, scaled
 
 MS = 1_000_000
 
 #: What one line can hold.
-Parsed = BookUpdate | Trade | Quote
+Parsed = BookUpdate | Trade | Quote | MarkUpdate | OpenInterest | Liquidation
 
 
 class ParseRejection(Exception):
@@ -98,6 +99,16 @@ class LineParser(ABC):
             time_ms * MS,
             recv,
         )
+
+    def decimal(self, text: str | None, what: str, positive: bool = True) -> float | None:
+        """A venue decimal string as a float (None stays None); non-finite, or not
+        positive where it must be, is a ``bad_value`` rejection."""
+        if text is None:
+            return None
+        value = float(text)
+        if not math.isfinite(value) or (positive and value <= 0):
+            raise ValueRejection("bad_value", f"{what} {text!r}")
+        return value
 
     def check_symbol(self, symbol: object) -> None:
         if symbol != self.feed.raw_symbol:

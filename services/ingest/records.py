@@ -84,10 +84,49 @@ class Quote:
     recv_ns: int
 
 
+@dataclass(slots=True)
+class MarkUpdate:
+    """Derivatives (live): mark / index price and funding; None where the frame has none
+    (a Bybit ``tickers`` delta carries only what changed)."""
+
+    mark: float | None
+    index: float | None
+    funding: float | None
+    #: Next funding time, ms since the epoch.
+    nft: int | None
+    event_ns: int
+    recv_ns: int
+
+
+@dataclass(slots=True)
+class OpenInterest:
+    """Derivatives (live): open interest (contracts/base) and its quote value if given."""
+
+    oi: float
+    value: float | None
+    event_ns: int
+    recv_ns: int
+
+
+@dataclass(slots=True)
+class Liquidation:
+    """Derivatives (live): one forced liquidation; ``side`` is the liquidated position's."""
+
+    side: Literal["long", "short"]
+    px: float
+    sz: float
+    event_ns: int
+    recv_ns: int
+
+
+#: Derivative records: no Nautilus object, no book; written as they come (live only).
+Derivative = MarkUpdate | OpenInterest | Liquidation
+DERIVATIVE_TYPES = (MarkUpdate, OpenInterest, Liquidation)
+
 #: What a venue parser hands the feed core.
 Record = BookUpdate | Trade
 #: What the feed core hands the stream.
-Entry = BookUpdate | Trade | Status
+Entry = BookUpdate | Trade | Status | MarkUpdate | OpenInterest | Liquidation
 
 
 def wire_fields(out: Entry, pp: int, sp: int) -> tuple[str, dict[bytes, bytes]]:
@@ -108,8 +147,17 @@ def wire_fields(out: Entry, pp: int, sp: int) -> tuple[str, dict[bytes, bytes]]:
             id=out.id, px=out.px, sz=out.sz, pp=pp, sp=sp, side=out.side, liq=out.liq
         )
         kind = "trade"
-    else:
-        assert isinstance(out, Status)
+    elif type(out) is Status:
         payload = wire.StatusPayload(state=out.state, reason=out.reason)
         kind = "status"
+    elif type(out) is MarkUpdate:
+        payload = wire.MarkPayload(mark=out.mark, index=out.index, funding=out.funding, nft=out.nft)
+        kind = "mark"
+    elif type(out) is OpenInterest:
+        payload = wire.OpenInterestPayload(oi=out.oi, value=out.value)
+        kind = "oi"
+    else:
+        assert isinstance(out, Liquidation)
+        payload = wire.LiquidationPayload(side=out.side, px=out.px, sz=out.sz)
+        kind = "liq"
     return kind, wire.encode(payload, out.event_ns, out.recv_ns)

@@ -62,6 +62,8 @@ class Settings(ServiceSettings):
     ingest_stall_after_s: float = Field(default=10.0, ge=0)
     #: Per-symbol overrides of the stall limit: ``BTCUSDT=5,XRPUSDT=30,SOLUSDT=off``.
     ingest_stall_after: str = ""
+    #: Live Binance futures: seconds between open interest REST polls per symbol (0 = off).
+    ingest_open_interest_poll_s: float = Field(default=30.0, ge=0)
     #: TTL of this process's claim on each of its symbols (renewed every third of it); a
     #: standby takes a lapsed claim over within a tenth of it.
     ingest_claim_ttl_s: float = Field(default=2.0, gt=0)

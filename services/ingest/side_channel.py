@@ -12,6 +12,10 @@ guesses.
 A diff that changes no level has no Nautilus object: it is queued without one and the
 Actor applies it (it advances the sequence) before the next object of that instrument.
 
+Derivative records (mark/funding, open interest, liquidations; live futures) have no
+Nautilus object and no order to keep with the book: ``direct`` hands them straight to
+the Actor (``listen_direct``), which writes them at once.
+
 Live clients also register here how to ask the venue for a fresh book per instrument,
 and announce what the venue's stream cannot say itself (the venue is unreachable, the
 connection was re-established).
@@ -23,7 +27,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
-from services.ingest.records import Record, Status
+from services.ingest.records import Derivative, Record, Status
 
 
 class SideChannel:
@@ -37,6 +41,7 @@ class SideChannel:
         self._delivered.set()
         self._resync: dict[str, Callable[[], None]] = {}
         self._listener: Callable[[str, Status], None] | None = None
+        self._direct: Callable[[str, Derivative], None] | None = None
 
     def push(self, instrument_id: str, record: Record, obj: object | None) -> None:
         """Queue ``record``; ``obj`` is the Nautilus object about to be handed to Nautilus
@@ -102,6 +107,15 @@ class SideChannel:
         """A feed status from the venue client itself (not from the venue's stream)."""
         if self._listener is not None:
             self._listener(instrument_id, status)
+
+    def listen_direct(self, listener: Callable[[str, Derivative], None]) -> None:
+        """Where ``direct`` goes (the Actor)."""
+        self._direct = listener
+
+    def direct(self, instrument_id: str, record: Derivative) -> None:
+        """A derivative record of ``instrument_id``, outside Nautilus (live)."""
+        if self._direct is not None:
+            self._direct(instrument_id, record)
 
     def request_resync(self, instrument_id: str) -> bool:
         """Ask the data client for a new snapshot; False if it cannot (replay)."""

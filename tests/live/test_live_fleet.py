@@ -54,7 +54,8 @@ def _subscribed(emu: EmulatorProcess) -> bool:
 
 
 def _comparable(report: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in report.items() if k not in ("updatedAt", "writer")}
+    # ``derivatives`` exists live only (no recording has them): tests/live/test_live_derivatives.py
+    return {k: v for k, v in report.items() if k not in ("updatedAt", "writer", "derivatives")}
 
 
 def test_live_fleet_publishes_what_report_at_computes(
@@ -142,6 +143,13 @@ def test_live_fleet_publishes_what_report_at_computes(
             (found,) = reports_at(files_of(sym), t * MS)
             assert _comparable(found.report) == _comparable(live[sym][t]), (sym, t)
     print(f"live == report-at: cycles compared per symbol {compared}")
+    # Live derivatives (tests/live/test_live_derivatives.py checks their values): the
+    # futures markets have the section, spot never; COIN-M sizes are contracts (no notional).
+    assert not any("derivatives" in r for r in live["BTCUSDTSPOT"].values())
+    for sym in ("BTCUSDT", "BTCUSDPERP", "XRPUSDT"):
+        assert any(r.get("derivatives") for r in live[sym].values()), sym
+    coinm = [r["derivatives"] for r in live["BTCUSDPERP"].values() if r.get("derivatives")]
+    assert all(d["liquidations_5m"]["long"]["notional"] is None for d in coinm)
     assert compared["BTCUSDT"] >= COMPARED_S * 4 and compared["XRPUSDT"] >= 15
     for market, m in stats.items():
         assert m["violations"] == {}, (market, m["violations"])

@@ -43,6 +43,8 @@ def test_a_hundred_symbols_stay_within_the_venue_limits(tmp_path: Path) -> None:
             # past the default 2 s claim TTL and the process loses (and retakes, and
             # re-snapshots) its own feeds. This test is about the venue limits.
             ingest_claim_ttl_s="10",
+            # Depth snapshots only in the weight budget: the count below is exact.
+            ingest_open_interest_poll_s="0",
         )
         client = redis.Redis.from_url(server.url)
         try:
@@ -56,11 +58,11 @@ def test_a_hundred_symbols_stay_within_the_venue_limits(tmp_path: Path) -> None:
             poll(lambda: synced() >= per_minute, 60, f"{per_minute} books")
             took = time.monotonic() - started
             stats = emu.market_stats("binance-usdm")
-            # Every stream subscribed, on as few connections as the per-connection cap
-            # allows; every subscription message paced.
-            assert stats["subscriptions"] == 2 * len(names)
+            # Every stream subscribed (depth, trade, markPrice@1s, forceOrder), on as few
+            # connections as the per-connection cap allows; every subscription paced.
+            assert stats["subscriptions"] == 4 * len(names)
             assert stats["streams_per_connection_max"] <= stats["limits"]["streams_per_connection"]
-            assert stats["connections_total"] == -(-2 * len(names) // 200)
+            assert stats["connections_total"] == -(-4 * len(names) // 200)
             assert stats["messages_per_second_max"] <= 5
             # The REST budget: exactly a minute's worth of snapshots, then the rest wait.
             assert stats["weight_per_minute_max"] <= budget

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from services.calc.analytics.book import BookState, DeltaOutcome, L2Book
+from services.calc.analytics.derivatives import DerivativesState
 from services.calc.analytics.fields import (
     book_condition,
     depth_fields,
@@ -29,6 +30,9 @@ from shared.report import SCHEMA_VERSION, iso_utc_from_ns
 from shared.wire import (
     DeltaPayload,
     Entry,
+    LiquidationPayload,
+    MarkPayload,
+    OpenInterestPayload,
     SnapPayload,
     StatusPayload,
     TickerPayload,
@@ -36,6 +40,7 @@ from shared.wire import (
 )
 
 MS = 1_000_000
+_DERIVATIVE_PAYLOADS = (MarkPayload, OpenInterestPayload, LiquidationPayload)
 
 #: Feed states and book conditions that claim live data: shown as "silent" / "stale"
 #: once the data is older than the degraded limit.
@@ -119,6 +124,8 @@ class SymbolCore:
         #: Event time of the first market-data entry: trade windows are complete after it.
         self.observed_since_ns: int | None = None
         self.ticker: tuple[int, TickerPayload] | None = None
+        #: Mark / index / funding, open interest, liquidations (live futures only).
+        self.derivatives = DerivativesState(notional=size_unit == "base")
         self.counters = CoreCounters()
         self._slow_fields: dict[str, Any] = {}
 
@@ -130,6 +137,12 @@ class SymbolCore:
         payload = entry.payload
         if isinstance(payload, StatusPayload):
             self._apply_status(payload)
+            return []
+        if isinstance(payload, _DERIVATIVE_PAYLOADS):
+            # Derivative entries keep their own times: they neither move the cycle clock
+            # nor refresh the market data's age (a live mark stream must not close
+            # boundaries ahead of the book and trades, nor hide a silent book).
+            self.derivatives.add(entry.event_ns, payload)
             return []
         cycles = [self._cycle(t) for t in self.clock.due_before(entry.event_ns)]
         e = entry.event_ns
@@ -255,6 +268,9 @@ class SymbolCore:
             "volatility": trades.flow.volatility_fields(t, tob.mid_price, sp),
             "health": health(condition, age_ms, tob.spread_bps),
         }
+        derivatives = self.derivatives.fields(t)
+        if derivatives is not None:
+            report["derivatives"] = derivatives
         if self.ticker is not None:
             at, tk = self.ticker
             report["venue_24h"] = {

@@ -41,7 +41,7 @@ from services.ingest.instruments import make_instrument
 from services.ingest.nautilus_data import Handoff
 from services.ingest.parsing import LineParser, ParseRejection, parser_for
 from services.ingest.recorded import RawLine
-from services.ingest.records import Quote, Status
+from services.ingest.records import DERIVATIVE_TYPES, Quote, Status
 from services.ingest.side_channel import SideChannel
 from services.ingest.venue_limits import ResyncBackoff
 from services.ingest.venues import VenueUrls
@@ -64,6 +64,9 @@ class LiveFeeds:
 
     _clock: LiveClock
     feeds: list[Feed]
+
+    #: Seconds between open interest polls per symbol (venues that need polling); 0: off.
+    oi_poll_s: float = 30.0
 
     def init_feeds(
         self, market: str, feeds: list[Feed], side: SideChannel, urls: VenueUrls, log: Any
@@ -114,7 +117,9 @@ class LiveFeeds:
                 break
             handoff = self._handoffs[symbol]
             for record in records:
-                if type(record) is not Quote:
+                if type(record) in DERIVATIVE_TYPES:
+                    self._side.direct(handoff.feed.instrument_id, record)  # type: ignore[arg-type]
+                elif type(record) is not Quote:
                     handoff(record)  # type: ignore[arg-type]
             return
         reason = last.reason if last else "unknown_stream"
@@ -223,7 +228,12 @@ def _describe(exc: BaseException) -> str:
 
 
 def make_live_factory(
-    market: str, feeds: list[Feed], side: SideChannel, urls: VenueUrls, log: Any
+    market: str,
+    feeds: list[Feed],
+    side: SideChannel,
+    urls: VenueUrls,
+    log: Any,
+    oi_poll_s: float = LiveFeeds.oi_poll_s,
 ) -> type[LiveDataClientFactory]:
     """The Nautilus factory of one market's live client (``binance-usdm`` ... ``bybit-spot``)."""
 
@@ -246,6 +256,7 @@ def make_live_factory(
                 from services.ingest.venues.bybit.client import bybit_client
 
                 client = bybit_client(market, name, loop, msgbus, cache, clock, provider, urls)
+            client.oi_poll_s = oi_poll_s
             client.init_feeds(market, feeds, side, urls, log)
             return client
 
@@ -281,12 +292,13 @@ def add_live_clients(
     side: SideChannel,
     urls: dict[str, VenueUrls],
     log: Any,
+    oi_poll_s: float = LiveFeeds.oi_poll_s,
 ) -> dict[str, str]:
     """Register one live client factory per market; instrument id -> client name."""
     client_ids: dict[str, str] = {}
     for market, group in live_client_groups(feeds).items():
         name = client_name(market)
-        factory = make_live_factory(market, group, side, urls[market], log)
+        factory = make_live_factory(market, group, side, urls[market], log, oi_poll_s)
         node.add_data_client_factory(name, factory)
         client_ids.update({f.instrument_id: name for f in group})
     return client_ids

@@ -21,7 +21,13 @@ What ingest adds to Nautilus's ``BinanceFuturesDataClient`` / ``BinanceSpotDataC
 * **connecting** retries until the venue answers (``LiveFeeds.connect_until_up``): the
   Nautilus client would otherwise give up after a failed first connect;
 * a reconnect (Nautilus's Rust client reconnects and re-subscribes by itself) is counted
-  and re-syncs every book: ``status: resync``, then a fresh snapshot.
+  and re-syncs every book: ``status: resync``, then a fresh snapshot;
+* **derivatives** (futures only): with the trades, each symbol also subscribes
+  ``<sym>@markPrice@1s`` (mark, index, funding rate, next funding time) and
+  ``<sym>@forceOrder`` (liquidations), and its open interest is polled over REST
+  (``GET /fapi/v1/openInterest`` / ``/dapi/v1/openInterest``, weight 1, every
+  ``C8_INGEST_OPEN_INTEREST_POLL_S``, spent from the same ``RestBudget`` as the depth
+  snapshots; symbols are staggered over the interval).
 """
 
 from __future__ import annotations
@@ -38,8 +44,10 @@ from nautilus_trader.adapters.binance.spot.data import BinanceSpotDataClient
 from nautilus_trader.cache.cache import Cache
 from nautilus_trader.common.component import LiveClock, MessageBus
 from nautilus_trader.common.providers import InstrumentProvider
+from nautilus_trader.data.messages import SubscribeTradeTicks
 from nautilus_trader.model.identifiers import InstrumentId
 
+from services.ingest import metrics
 from services.ingest.feeds import Feed
 from services.ingest.parsing import ParseRejection
 from services.ingest.venue_limits import (
@@ -67,6 +75,12 @@ DEPTH_PATH = {
 #: The venue's request-weight limit per IP and minute, and the share ingest spends.
 WEIGHT_LIMIT = {"binance-usdm": 2400, "binance-coinm": 2400, "binance-spot": 6000}
 WEIGHT_SHARE = 0.5
+OPEN_INTEREST_PATH = {
+    "binance-usdm": "/fapi/v1/openInterest",
+    "binance-coinm": "/dapi/v1/openInterest",
+}
+#: Request weight of ``GET openInterest`` (USDⓈ-M and COIN-M docs).
+OPEN_INTEREST_WEIGHT = 1
 DEPTH_LIMIT = 1000
 RETRY_S, RETRY_CAP_S = 1.0, 30.0
 
@@ -104,8 +118,15 @@ class _BinanceLive(LiveFeeds):
         budget = RestBudget(int(WEIGHT_LIMIT[market] * WEIGHT_SHARE))
         self.rest = PublicRest(urls.http, budget, weight_header="X-MBX-USED-WEIGHT-1M")
         self._install_limits()
+        self._derivatives = market in OPEN_INTEREST_PATH
+        self._oi_polls: dict[str, asyncio.Task[None]] = {}
+        if self._derivatives:
+            self._ws_handlers["@forceOrder"] = self._handle_force_order  # type: ignore[attr-defined]
 
     async def _disconnect(self) -> None:
+        for task in self._oi_polls.values():
+            task.cancel()
+        self._oi_polls.clear()
         await super()._disconnect()  # type: ignore[misc]
         await self.rest.close()
 
@@ -116,6 +137,50 @@ class _BinanceLive(LiveFeeds):
 
     def _handle_trade(self, raw: bytes) -> None:
         self.parse_frame(raw, None)
+
+    def _handle_mark_price(self, raw: bytes) -> None:
+        self.parse_frame(raw, None)
+
+    def _handle_force_order(self, raw: bytes) -> None:
+        self.parse_frame(raw, None)
+
+    async def _subscribe_trade_ticks(self, command: SubscribeTradeTicks) -> None:
+        await super()._subscribe_trade_ticks(command)  # type: ignore[misc]
+        if not self._derivatives:
+            return
+        raw_symbol = self.raw_symbol_of(command.instrument_id)
+        await self._ws_client.subscribe_mark_price(command.instrument_id.symbol.value, 1000)
+        await self._ws_client._subscribe(f"{raw_symbol.lower()}@forceOrder")
+        if self.oi_poll_s > 0 and raw_symbol not in self._oi_polls:
+            offset = len(self._oi_polls) * self.oi_poll_s / max(len(self.feeds), 1)
+            self._oi_polls[raw_symbol] = self.create_task(  # type: ignore[attr-defined]
+                self._poll_open_interest(raw_symbol, offset % self.oi_poll_s)
+            )
+
+    async def _poll_open_interest(self, raw_symbol: str, offset_s: float) -> None:
+        """Every ``oi_poll_s``: ``GET openInterest``; failures are logged and skipped (the
+        next poll is the retry), a 429/418 makes the budget wait like for depth."""
+        parser = self._parsers[raw_symbol]
+        assert isinstance(parser, BinanceParser)
+        path = OPEN_INTEREST_PATH[self.market]
+        await asyncio.sleep(offset_s)
+        while True:
+            try:
+                body = await self.rest.get(path, {"symbol": raw_symbol}, OPEN_INTEREST_WEIGHT)
+                record = parser.open_interest(body, self._clock.timestamp_ns())
+            except asyncio.CancelledError:
+                raise
+            except ParseRejection as exc:
+                symbol = self._symbols_of(raw_symbol)
+                metrics.REJECTIONS.labels(symbol, exc.reason).inc()
+                self.slog.warning("open interest unusable", symbol=symbol, error=str(exc))
+            except Exception as exc:  # HTTP error, refused, timed out: the next poll retries
+                self.slog.warning(
+                    "open interest poll failed", symbol=raw_symbol, error=_describe(exc)
+                )
+            else:
+                self._side.direct(self._handoffs[raw_symbol].feed.instrument_id, record)
+            await asyncio.sleep(self.oi_poll_s)
 
     def _install_limits(self) -> None:
         """Pace what Nautilus's WebSocket client sends; retry its connects."""

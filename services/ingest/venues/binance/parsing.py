@@ -4,6 +4,12 @@ Decoded with NautilusTrader's Binance schemas. ``pu`` is normalised: futures ``p
 spot ``U - 1``. Event time: a diff's transaction time ``T`` (else ``E``), a trade's
 ``T``; a futures REST snapshot's ``T``/``E``; the spot snapshot carries none and takes
 the feed's watermark (the newest exchange time seen), else its receive time.
+
+Derivatives (futures, live): ``<sym>@markPrice@1s`` (event time ``E``; mark ``p``, index
+``i``, funding rate ``r``, next funding time ``T``), ``<sym>@forceOrder`` (event time:
+the order's trade time ``o.T``; ``o.S=SELL`` closes a long position, ``BUY`` a short;
+size ``o.z`` (filled), else ``o.q``; price ``o.ap`` (average fill), else ``o.p``) and the
+REST ``openInterest`` body (``openInterest``, event time ``time``).
 """
 
 from __future__ import annotations
@@ -21,7 +27,14 @@ from nautilus_trader.adapters.binance.spot.schemas.market import BinanceSpotTrad
 from services.ingest.feeds import Feed
 from services.ingest.parsing import MS, LineParser, Parsed, ParseRejection
 from services.ingest.recorded import RawLine
-from services.ingest.records import BookUpdate, Quote, Source
+from services.ingest.records import (
+    BookUpdate,
+    Liquidation,
+    MarkUpdate,
+    OpenInterest,
+    Quote,
+    Source,
+)
 
 
 class FuturesTradeData(BinanceFuturesTradeData, frozen=True):
@@ -49,6 +62,56 @@ class DepthDiffMsg(msgspec.Struct, frozen=True):
     data: DepthDiffData
 
 
+class MarkPriceData(msgspec.Struct, frozen=True):
+    """``<sym>@markPrice[@1s]`` (USDⓈ-M and COIN-M "Mark Price Stream"); COIN-M sends
+    no funding fields for delivery contracts, so they are optional."""
+
+    e: str
+    E: int
+    s: str
+    p: str
+    i: str | None = None
+    r: str | None = None
+    T: int | None = None
+
+
+class MarkPriceMsg(msgspec.Struct, frozen=True):
+    stream: str
+    data: MarkPriceData
+
+
+class ForceOrder(msgspec.Struct, frozen=True):
+    """The ``o`` object of ``<sym>@forceOrder`` ("Liquidation Order Streams")."""
+
+    s: str
+    S: str
+    q: str
+    p: str
+    T: int
+    ap: str | None = None
+    z: str | None = None
+    X: str | None = None
+
+
+class ForceOrderData(msgspec.Struct, frozen=True):
+    e: str
+    E: int
+    o: ForceOrder
+
+
+class ForceOrderMsg(msgspec.Struct, frozen=True):
+    stream: str
+    data: ForceOrderData
+
+
+class OpenInterestBody(msgspec.Struct, frozen=True):
+    """``GET /fapi/v1/openInterest`` / ``/dapi/v1/openInterest``."""
+
+    openInterest: str
+    symbol: str
+    time: int
+
+
 class FuturesTradeMsg(msgspec.Struct, frozen=True):
     stream: str
     data: FuturesTradeData
@@ -62,6 +125,11 @@ _DEPTH_DIFF = msgspec.json.Decoder(DepthDiffMsg)
 _QUOTE = msgspec.json.Decoder(BinanceQuoteMsg)
 _FUTURES_TRADE = msgspec.json.Decoder(FuturesTradeMsg)
 _SPOT_TRADE = msgspec.json.Decoder(BinanceSpotTradeMsg)
+_MARK = msgspec.json.Decoder(MarkPriceMsg)
+_FORCE_ORDER = msgspec.json.Decoder(ForceOrderMsg)
+_OPEN_INTEREST = msgspec.json.Decoder(OpenInterestBody)
+#: forceOrder ``S`` (the liquidation order's side) -> the side of the position it closes.
+LIQUIDATED_SIDE = {"SELL": "long", "BUY": "short"}
 
 
 class BinanceParser(LineParser):
@@ -90,6 +158,10 @@ class BinanceParser(LineParser):
             return [self._diff(raw, recv)]
         if channel == "trade":
             return [self._trade(raw, recv)]
+        if self._futures and channel.startswith("markPrice"):
+            return [self._mark(raw, recv)]
+        if self._futures and channel == "forceOrder":
+            return [self._force_order(raw, recv)]
         if channel == "bookTicker":
             if not self.quotes:
                 self.quotes_skipped += 1
@@ -112,6 +184,44 @@ class BinanceParser(LineParser):
         return BookUpdate(
             True, last, last, last, levels(snap.bids), levels(snap.asks), event, recv, source
         )
+
+    def _mark(self, raw: bytes, recv: int) -> MarkUpdate:
+        data = _MARK.decode(raw).data
+        self.check_symbol(data.s)
+        mark = self.decimal(data.p, "mark price")
+        index = self.decimal(data.i, "index price")
+        # Funding can be negative; COIN-M delivery contracts send "" (no funding).
+        funding = self.decimal(data.r, "funding rate", positive=False) if data.r else None
+        nft = data.T if data.T else None
+        return MarkUpdate(mark, index, funding, nft, data.E * MS, recv)
+
+    def _force_order(self, raw: bytes, recv: int) -> Liquidation:
+        order = _FORCE_ORDER.decode(raw).data.o
+        self.check_symbol(order.s)
+        side = LIQUIDATED_SIDE.get(order.S)
+        if side is None:
+            raise ParseRejection("bad_value", f"forceOrder side {order.S!r}")
+        px = self.decimal(order.ap if order.ap and float(order.ap) > 0 else order.p, "price")
+        sz = self.decimal(order.z if order.z and float(order.z) > 0 else order.q, "size")
+        assert px is not None and sz is not None
+        return Liquidation(side, px, sz, order.T * MS, recv)  # type: ignore[arg-type]
+
+    def open_interest(self, raw: bytes, recv: int) -> OpenInterest:
+        """A REST ``openInterest`` body (live: polled)."""
+        try:
+            body = _OPEN_INTEREST.decode(raw)
+            self.check_symbol(body.symbol)
+            oi = self.decimal(body.openInterest, "open interest", positive=False)
+        except ParseRejection:
+            raise
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ParseRejection("malformed", str(exc)) from exc
+        except ValueError as exc:
+            raise ParseRejection("bad_value", repr(exc)) from exc
+        assert oi is not None
+        if oi < 0:
+            raise ParseRejection("bad_value", f"open interest {body.openInterest!r}")
+        return OpenInterest(oi, None, body.time * MS, recv)
 
     def _diff(self, raw: bytes, recv: int) -> BookUpdate:
         data = _DEPTH_DIFF.decode(raw).data

@@ -12,7 +12,11 @@ most 10 after a reconnect, Bybit's limit per request) and pings every 20 s. Inge
   snapshot (no REST call, no request weight);
 * every message sent is paced to 4 per second per connection;
 * connecting retries until the venue answers, then sends every subscription made
-  meanwhile (Nautilus alone gives up after a failed first connect).
+  meanwhile (Nautilus alone gives up after a failed first connect);
+* **derivatives** (linear only): with the trades, each symbol also subscribes
+  ``tickers.<SYM>`` (mark, index, funding rate, next funding time, open interest and
+  its value; a snapshot, then deltas) and ``allLiquidation.<SYM>`` (liquidations); no
+  REST polling (Bybit's tickers carry the open interest).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from nautilus_trader.adapters.bybit.http.client import BybitHttpClient
 from nautilus_trader.cache.cache import Cache
 from nautilus_trader.common.component import LiveClock, MessageBus
 from nautilus_trader.common.providers import InstrumentProvider
+from nautilus_trader.data.messages import SubscribeTradeTicks
 from nautilus_trader.model.identifiers import InstrumentId
 
 from services.ingest.feeds import Feed
@@ -81,6 +86,25 @@ class LiveBybitClient(LiveFeeds, BybitDataClient):
 
     def _handle_trade(self, product_type: BybitProductType, raw: bytes) -> None:
         self.parse_frame(raw, None)
+
+    def _handle_ticker(self, product_type: BybitProductType, raw: bytes) -> None:
+        self.parse_frame(raw, None)
+
+    def _handle_ws_message(self, product_type: BybitProductType, raw: bytes) -> None:
+        # Nautilus knows no liquidation topic (it would log it as unknown).
+        if b"allLiquidation." in raw or b'"liquidation.' in raw:
+            self.parse_frame(raw, None)
+            return
+        super()._handle_ws_message(product_type, raw)
+
+    async def _subscribe_trade_ticks(self, command: SubscribeTradeTicks) -> None:
+        await super()._subscribe_trade_ticks(command)
+        if self.market != "bybit-linear":
+            return
+        ws = self._ws_clients[PRODUCT[self.market]]
+        raw = self.raw_symbol_of(command.instrument_id)
+        await ws.subscribe_tickers(raw)
+        await ws._subscribe(f"allLiquidation.{raw}")
 
     def request_snapshot(self, instrument_id: InstrumentId) -> None:
         # Bybit sends a fresh ``snapshot`` when the topic is subscribed again.
