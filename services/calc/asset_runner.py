@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.exceptions import RedisError
 
-from services.calc import metrics as m
 from services.calc.analytics import with_writer
 from services.calc.analytics.asset import AssetCore, AssetParams
 from shared import keys
@@ -54,6 +53,7 @@ class AssetRunner:
     def __init__(self, worker: CalcWorker, asset: str, members: list[Member]) -> None:
         s = worker.settings
         self.worker = worker
+        self.m = worker.m
         self.asset = asset
         #: The writer unit (lease, token, report and candidate ``s`` field).
         self.unit = keys.asset_unit(asset)
@@ -97,7 +97,7 @@ class AssetRunner:
             with contextlib.suppress(RedisError):
                 await self.worker.leases.release(lease)
                 self.log.info("lease_released", token=lease.token)
-        for gauge in (m.ASSET_STALLED, m.ASSET_WATERMARK_LAG):
+        for gauge in (self.m.asset_stalled, self.m.asset_watermark_lag):
             with contextlib.suppress(KeyError):
                 gauge.remove(self.asset)
 
@@ -113,7 +113,7 @@ class AssetRunner:
                 if lease is None:
                     got = await leases.acquire(self.unit)
                     if got is None:
-                        m.LEASE_CONFLICTS.inc()
+                        self.m.lease_conflicts.inc()
                         await sleep_unless(self._stopped, s.calc_lease_retry_ms / 1000)
                         continue
                     stored: Any = await self.worker.client.hget(
@@ -121,20 +121,20 @@ class AssetRunner:
                     )
                     self.published_floor_ms = int(stored) if stored else -1
                     self.lease = got
-                    m.LEASE_ACQUISITIONS.inc()
+                    self.m.lease_acquisitions.inc()
                     self.log.info("lease_acquired", token=got.token)
                     continue
                 await sleep_unless(self._stopped, s.lease_renew_s)
                 if not self.active:
                     return
                 if await leases.renew(lease):
-                    m.LEASE_RENEWALS.inc()
+                    self.m.lease_renewals.inc()
                 elif self.lease is lease:
                     self.lease = None
-                    m.LEASE_LOSSES.inc()
+                    self.m.lease_losses.inc()
                     self.log.warning("lease_lost", token=lease.token)
             except RedisError as exc:
-                m.REDIS_ERRORS.labels(op="lease").inc()
+                self.m.redis_errors.labels(op="lease").inc()
                 self.log.warning("lease_call_failed", error=repr(exc))
                 await sleep_unless(self._stopped, s.calc_lease_retry_ms / 1000)
 
@@ -145,7 +145,7 @@ class AssetRunner:
             try:
                 read = await self.round()
             except RedisError as exc:
-                m.REDIS_ERRORS.labels(op="read").inc()
+                self.m.redis_errors.labels(op="read").inc()
                 self.log.warning("asset_read_failed", error=repr(exc))
                 read = 0
             except Exception as exc:  # a bug must not end the asset's reports silently
@@ -189,13 +189,13 @@ class AssetRunner:
             grace = self.worker.settings.calc_stall_grace_ms / 1000
             silent = {sym for sym, at in self.arrivals.items() if now - at > grace}
             cycles = self.core.advance(silent)
-        m.ASSET_STALLED.labels(asset=self.asset).set(len(self.core.stalled))
+        self.m.asset_stalled.labels(asset=self.asset).set(len(self.core.stalled))
         lag = self.core.watermark_lag_ns()
         if lag is not None:
-            m.ASSET_WATERMARK_LAG.labels(asset=self.asset).set(lag / 1e9)
+            self.m.asset_watermark_lag.labels(asset=self.asset).set(lag / 1e9)
         if cycles:
             self.reports += len(cycles)
-            m.ASSET_REPORTS.inc(len(cycles))
+            self.m.asset_reports.inc(len(cycles))
             if self.core.stalled:
                 self.log.warning("asset_members_stalled", stalled=sorted(self.core.stalled))
             await self._emit(cycles)
@@ -207,13 +207,13 @@ class AssetRunner:
                 entry = decode(fields)
             except WireFormatError as exc:
                 self.decode_errors += 1
-                m.DECODE_ERRORS.inc()
+                self.m.decode_errors.inc()
                 self.log.warning("entry_rejected", symbol=symbol, id=stream_id, error=str(exc))
                 continue
             try:
                 self.core.apply(symbol, entry)
             except Exception as exc:  # a bug must cost one entry, not the asset
-                m.APPLY_ERRORS.inc()
+                self.m.apply_errors.inc()
                 self.log.error("entry_apply_failed", symbol=symbol, error=repr(exc))
 
     async def _emit(self, cycles: list[tuple[int, dict[str, Any]]]) -> None:
@@ -244,13 +244,13 @@ class AssetRunner:
         try:
             await pipe.execute()
         except RedisError as exc:
-            m.REDIS_ERRORS.labels(op="emit").inc()
+            self.m.redis_errors.labels(op="emit").inc()
             self.log.warning("emit_failed", error=repr(exc), cycles=sent)
             return
         self.candidates_emitted += sent
-        m.CANDIDATES.inc(sent)
+        self.m.candidates.inc(sent)
 
     def _suppress(self, count: int) -> None:
         if count:
             self.cycles_suppressed += count
-            m.CYCLES_SUPPRESSED.inc(count)
+            self.m.cycles_suppressed.inc(count)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.calc.metrics import CalcMetrics
 from services.calc.settings import Settings
 from services.calc.worker import CalcWorker
 from shared.shell import Shell
@@ -11,4 +12,5 @@ async def main(shell: Shell[Settings]) -> None:
     settings = shell.settings
     client = shell.redis()
     blocking = shell.redis(blocking_ms=settings.calc_xread_block_ms + 1000)
-    await CalcWorker(settings, shell.log, client, blocking).run(shell.shutdown.event)
+    worker = CalcWorker(settings, shell.log, client, blocking, CalcMetrics())
+    await worker.run(shell.shutdown.event)

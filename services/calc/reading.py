@@ -30,9 +30,9 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import Counter
 from redis.exceptions import RedisError
 
-from services.calc import metrics as m
 from shared import keys
 
 if TYPE_CHECKING:
@@ -55,8 +55,10 @@ class Slicer:
     ready task and timer run before it continues.
     """
 
-    def __init__(self, slice_s: float) -> None:
+    def __init__(self, slice_s: float, pauses: Counter) -> None:
         self.slice_s = slice_s
+        #: Counts the pauses (``context8_calc_slice_pauses_total``).
+        self.pauses = pauses
         self._lock = asyncio.Lock()
         self._until = 0.0
 
@@ -78,7 +80,7 @@ class Slicer:
 
     async def pause(self) -> None:
         """Yield the loop (and the slicer) once; then a fresh slice."""
-        m.SLICE_PAUSES.inc()
+        self.pauses.inc()
         self._lock.release()
         try:
             await asyncio.sleep(0)
@@ -105,6 +107,7 @@ class StreamReader:
 
     def __init__(self, worker: CalcWorker, name: str) -> None:
         self.worker = worker
+        self.m = worker.m
         self.name = name
         #: stream key (bytes) -> runner
         self.members: dict[bytes, SymbolRunner] = {}
@@ -138,7 +141,7 @@ class StreamReader:
             try:
                 await self.round()
             except RedisError as exc:
-                m.REDIS_ERRORS.labels(op="read").inc()
+                self.m.redis_errors.labels(op="read").inc()
                 log.warning("stream_read_failed", reader=self.name, error=repr(exc))
                 await asyncio.sleep(0.2)
             except asyncio.CancelledError:

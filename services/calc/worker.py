@@ -20,10 +20,10 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
-from services.calc import metrics as m
 from services.calc.analytics import CoreParams, Cycle, SymbolCore, with_writer
 from services.calc.asset_runner import AssetRunner
 from services.calc.leasing import BatchedScripts
+from services.calc.metrics import CalcMetrics
 from services.calc.reading import Slicer, StreamReader
 from services.calc.settings import Settings
 from shared import assets, keys
@@ -80,6 +80,7 @@ class SymbolRunner:
         self, worker: CalcWorker, symbol: str, venue: str, size_unit: str = "base"
     ) -> None:
         self.worker = worker
+        self.m = worker.m
         self.symbol = symbol
         self.stream = keys.stream(symbol)
         self.stream_key = self.stream.encode()
@@ -105,8 +106,8 @@ class SymbolRunner:
         self.decode_errors = 0
         #: Event time (ms) of the stored report when the lease was acquired.
         self.published_floor_ms = -1
-        self._lag = m.STREAM_LAG.labels(symbol=symbol)
-        self._age = m.DATA_AGE.labels(symbol=symbol)
+        self._lag = self.m.stream_lag.labels(symbol=symbol)
+        self._age = self.m.data_age.labels(symbol=symbol)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -131,7 +132,7 @@ class SymbolRunner:
         if self.lease is not None:
             await self._release(self.lease)
         self.lease = None
-        for gauge in (m.STREAM_LAG, m.DATA_AGE):
+        for gauge in (self.m.stream_lag, self.m.data_age):
             with contextlib.suppress(KeyError):
                 gauge.remove(self.symbol)
 
@@ -140,7 +141,7 @@ class SymbolRunner:
             await self.worker.leases.release(lease)
             self.log.info("lease_released", token=lease.token)
         except RedisError as exc:
-            m.REDIS_ERRORS.labels(op="lease_release").inc()
+            self.m.redis_errors.labels(op="lease_release").inc()
             self.log.warning("lease_release_failed", error=repr(exc))
         finally:
             self.worker.update_owned()
@@ -163,7 +164,7 @@ class SymbolRunner:
             try:
                 lease = await leases.acquire(self.symbol)
                 if lease is None:
-                    m.LEASE_CONFLICTS.inc()
+                    self.m.lease_conflicts.inc()
                     await self._sleep(s.calc_lease_retry_ms / 1000)
                     continue
                 # Cycles at or before the stored report's event time can never be
@@ -175,11 +176,11 @@ class SymbolRunner:
                     await self._release(lease)
                     return
                 self.lease = lease
-                m.LEASE_ACQUISITIONS.inc()
+                self.m.lease_acquisitions.inc()
                 self.worker.update_owned()
                 self.log.info("lease_acquired", token=lease.token)
             except RedisError as exc:
-                m.REDIS_ERRORS.labels(op="lease").inc()
+                self.m.redis_errors.labels(op="lease").inc()
                 self.log.warning("lease_call_failed", error=repr(exc))
                 await self._sleep(s.calc_lease_retry_ms / 1000)
 
@@ -187,7 +188,7 @@ class SymbolRunner:
         """The renewal of ``lease`` was refused (expired, or another node holds it)."""
         if self.lease is lease:
             self.lease = None
-            m.LEASE_LOSSES.inc()
+            self.m.lease_losses.inc()
             self.worker.update_owned()
             self.log.warning("lease_lost", token=lease.token)
             self._lost.set()
@@ -214,13 +215,13 @@ class SymbolRunner:
                 entry = decode(fields)
             except WireFormatError as exc:
                 self.decode_errors += 1
-                m.DECODE_ERRORS.inc()
+                self.m.decode_errors.inc()
                 self.log.warning("entry_rejected", stream_id=stream_id.decode(), error=str(exc))
                 continue
             try:
                 got = core.apply(entry)
             except Exception as exc:  # a bug must cost one entry, not the symbol
-                m.APPLY_ERRORS.inc()
+                self.m.apply_errors.inc()
                 self.log.error("entry_apply_failed", stream_id=stream_id.decode(), error=repr(exc))
                 continue
             if got:
@@ -235,7 +236,7 @@ class SymbolRunner:
         if market_data:
             self._last_arrival = time.monotonic()
         if core.counters.sequence_gaps > gaps_before:
-            m.SEQUENCE_GAPS.inc(core.counters.sequence_gaps - gaps_before)
+            self.m.sequence_gaps.inc(core.counters.sequence_gaps - gaps_before)
             self.log.warning("sequence_gap", total=core.counters.sequence_gaps)
         if i == n:
             # How far behind the stream this symbol's reading is: the wall time since
@@ -255,7 +256,7 @@ class SymbolRunner:
             return
         cycles = self.core.advance_to(last_ns + int((silent_s - grace_s) * 1e9))
         if cycles:
-            m.CYCLES.labels(trigger="stall").inc(len(cycles))
+            self.m.cycles_stall.inc(len(cycles))
             self.cycles += cycles
 
     # --- emission ---------------------------------------------------------------------
@@ -266,7 +267,7 @@ class SymbolRunner:
         cycles, self.cycles = self.cycles, []
         if not cycles:
             return None
-        fast, slow = _CYCLE_FAST, _CYCLE_SLOW
+        fast, slow = self.m.cycle_fast, self.m.cycle_slow
         for c in cycles:
             fast.observe(c.fast_ns / 1e9)
             if c.slow_ns:
@@ -290,12 +291,7 @@ class SymbolRunner:
 
     def suppress(self, count: int) -> None:
         self.cycles_suppressed += count
-        m.CYCLES_SUPPRESSED.inc(count)
-
-
-_CYCLES_EVENT = m.CYCLES.labels(trigger="event")
-_CYCLE_FAST = m.CYCLE_SECONDS.labels(cycle="fast")
-_CYCLE_SLOW = m.CYCLE_SECONDS.labels(cycle="slow")
+        self.m.cycles_suppressed.inc(count)
 
 
 class Emitter:
@@ -310,6 +306,7 @@ class Emitter:
 
     def __init__(self, worker: CalcWorker) -> None:
         self.worker = worker
+        self.m = worker.m
         self._queue: list[tuple[SymbolRunner, HeldLease, list[tuple[int, bytes]]]] = []
         self._wake = asyncio.Event()
 
@@ -364,24 +361,30 @@ class Emitter:
         try:
             await pipe.execute()
         except RedisError as exc:
-            m.REDIS_ERRORS.labels(op="emit").inc()
+            self.m.redis_errors.labels(op="emit").inc()
             w.log.warning("emit_failed", error=repr(exc), cycles=sum(k for _, k in sent))
             return
         for runner, count in sent:
             runner.candidates_emitted += count
-        m.CANDIDATES.inc(sum(k for _, k in sent))
+        self.m.candidates.inc(sum(k for _, k in sent))
 
 
 class CalcWorker:
     """Heartbeat, assignment following and one ``SymbolRunner`` per assigned symbol."""
 
     def __init__(
-        self, settings: Settings, log: Any, client: RedisClient, blocking: RedisClient
+        self,
+        settings: Settings,
+        log: Any,
+        client: RedisClient,
+        blocking: RedisClient,
+        metrics: CalcMetrics,
     ) -> None:
         """``client`` for commands, ``blocking`` for ``XREAD BLOCK`` (its socket timeout
         covers ``calc_xread_block_ms``); the caller owns and closes both."""
         self.settings = settings
         self.log = log
+        self.m = metrics
         self.params = core_params(settings)
         self.client = client
         self.blocking = blocking
@@ -402,7 +405,7 @@ class CalcWorker:
         #: On one Redis a single reader for every symbol; on a cluster one per hash slot.
         self.cluster = isinstance(self.client, RedisCluster)
         self.readers: dict[int, StreamReader] = {}
-        self.slicer = Slicer(settings.calc_slice_ms / 1000)
+        self.slicer = Slicer(settings.calc_slice_ms / 1000, metrics.slice_pauses)
         self.emitter = Emitter(self)
         #: Entries applied per kind and event-driven cycles, since the last metrics flush.
         self.kind_counts: dict[str, int] = {}
@@ -414,7 +417,7 @@ class CalcWorker:
         self._reconcile_lock = asyncio.Lock()
 
     def update_owned(self) -> None:
-        m.SYMBOLS_OWNED.set(sum(1 for r in self.runners.values() if r.lease is not None))
+        self.m.symbols_owned.set(sum(1 for r in self.runners.values() if r.lease is not None))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then shut down cleanly."""
@@ -481,10 +484,10 @@ class CalcWorker:
                     self.emitter.put(runner, lease, items)
         if self.kind_counts:
             for kind, count in self.kind_counts.items():
-                m.ENTRIES_APPLIED.labels(kind=kind).inc(count)
+                self.m.entries_applied.labels(kind=kind).inc(count)
             self.kind_counts = {}
         if self.event_cycles:
-            _CYCLES_EVENT.inc(self.event_cycles)
+            self.m.cycles_event.inc(self.event_cycles)
             self.event_cycles = 0
 
     async def shutdown(self) -> None:
@@ -509,7 +512,7 @@ class CalcWorker:
         self.runners.clear()
         self.asset_runners.clear()
         self.update_owned()
-        m.SYMBOLS_ASSIGNED.set(0)
+        self.m.symbols_assigned.set(0)
         try:
             await asyncio.wait_for(self.membership.leave(), 2.0)
         except (RedisError, TimeoutError) as exc:
@@ -535,11 +538,11 @@ class CalcWorker:
                 if isinstance(ok, BaseException):
                     failed += 1  # kept: its validity runs out unless the next round works
                 elif ok:
-                    m.LEASE_RENEWALS.inc()
+                    self.m.lease_renewals.inc()
                 else:
                     runner.lease_lost(lease)
             if failed:
-                m.REDIS_ERRORS.labels(op="lease").inc(failed)
+                self.m.redis_errors.labels(op="lease").inc(failed)
                 self.log.warning("lease_renewals_failed", count=failed, of=len(held))
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
@@ -550,13 +553,13 @@ class CalcWorker:
         while not stop.is_set():
             started = time.monotonic()
             if last is not None:
-                m.HEARTBEAT_INTERVAL.observe(started - last)
+                self.m.heartbeat_interval.observe(started - last)
             last = started
             try:
                 await self.membership.heartbeat()
-                m.HEARTBEATS.inc()
+                self.m.heartbeats.inc()
             except RedisError as exc:
-                m.REDIS_ERRORS.labels(op="heartbeat").inc()
+                self.m.redis_errors.labels(op="heartbeat").inc()
                 self.log.warning("heartbeat_failed", error=repr(exc))
             jitter = random.uniform(-s.calc_heartbeat_jitter_ms, s.calc_heartbeat_jitter_ms)
             await sleep_unless(stop, max(0.02, (s.calc_heartbeat_ms + jitter) / 1000))
@@ -582,7 +585,7 @@ class CalcWorker:
                     last_read = time.monotonic()
                     await self.refresh_assignment()
             except RedisError as exc:
-                m.REDIS_ERRORS.labels(op="assignment").inc()
+                self.m.redis_errors.labels(op="assignment").inc()
                 self.log.warning("assignment_read_failed", error=repr(exc))
                 if pubsub is not None:
                     with contextlib.suppress(Exception):
@@ -637,7 +640,7 @@ class CalcWorker:
             self.log.info("symbol_assigned", symbol=symbol, venue=venue, size_unit=size_unit)
             runner.start()
             self._reader_for(runner).add(runner)
-        m.SYMBOLS_ASSIGNED.set(len(self.runners))
+        self.m.symbols_assigned.set(len(self.runners))
         self.update_owned()
 
     async def _reconcile_assets(self, mine: set[str]) -> None:

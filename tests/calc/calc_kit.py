@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from prometheus_client import CollectorRegistry
 
+from services.calc.metrics import CalcMetrics
 from services.calc.settings import Settings
 from services.calc.worker import CalcWorker
 from shared.redis_client import make_redis
@@ -212,4 +214,5 @@ def new_worker(settings: Settings) -> CalcWorker:
     closes ``worker.client`` and ``worker.blocking``)."""
     client = make_redis(settings)
     blocking = make_redis(settings, blocking_ms=settings.calc_xread_block_ms + 1000)
-    return CalcWorker(settings, structlog.get_logger().bind(test=True), client, blocking)
+    log = structlog.get_logger().bind(test=True)
+    return CalcWorker(settings, log, client, blocking, CalcMetrics(CollectorRegistry()))

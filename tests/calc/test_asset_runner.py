@@ -11,8 +11,10 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 import structlog
+from prometheus_client import CollectorRegistry
 
 from services.calc.asset_runner import AssetRunner
+from services.calc.metrics import CalcMetrics
 from services.calc.settings import Settings
 from services.calc.worker import CalcWorker
 from shared import assets, keys
@@ -38,7 +40,13 @@ def _runner(redis_url: str, node: str) -> AssetRunner:
         calc_asset_max_skew_ms=2000,
     )
     client = make_redis(settings)
-    worker = CalcWorker(settings, structlog.get_logger().bind(test=True), client, client)
+    worker = CalcWorker(
+        settings,
+        structlog.get_logger().bind(test=True),
+        client,
+        client,
+        CalcMetrics(CollectorRegistry()),
+    )
     members = [assets.member(s, json.dumps(v)) for s, v in REGISTRY.items()]
     return AssetRunner(worker, "BTC", [m for m in members if m is not None])
 

@@ -7,9 +7,9 @@ import asyncio
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from services.calc import metrics as m
 from services.calc.leasing import BatchedScripts
 from services.calc.settings import Settings
+from services.calc.worker import CalcWorker
 from shared import keys
 from shared.lease import LeaseClient
 from tests.calc.calc_kit import running, wait_for
@@ -46,8 +46,8 @@ async def test_calls_of_one_turn_share_a_pipeline_and_get_their_own_replies(
     await client.aclose()
 
 
-def _renewals() -> float:
-    return float(m.LEASE_RENEWALS._value.get())
+def _renewals(worker: CalcWorker) -> float:
+    return float(worker.m.lease_renewals._value.get())
 
 
 async def test_a_worker_renews_all_its_leases_in_one_round_trip(
@@ -67,13 +67,13 @@ async def test_a_worker_renews_all_its_leases_in_one_round_trip(
             timeout=10,
             what="every lease",
         )
-        rounds, renewals = worker.lease_scripts.rounds, _renewals()
+        rounds, renewals = worker.lease_scripts.rounds, _renewals(worker)
         await wait_for(
-            lambda: _renewals() >= renewals + 3 * len(SYMBOLS), timeout=10, what="renewals"
+            lambda: _renewals(worker) >= renewals + 3 * len(SYMBOLS), timeout=10, what="renewals"
         )
         # Every renewal round of the 8 leases was one pipeline (a round in flight while
         # reading the counters may add one).
-        done = _renewals() - renewals
+        done = _renewals(worker) - renewals
         assert worker.lease_scripts.rounds - rounds <= done / len(SYMBOLS) + 1
         # Another node takes one lease over: this worker loses it, keeps the others.
         victim = SYMBOLS[2]

@@ -17,7 +17,6 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 
-from services.calc import metrics as m
 from services.calc.analytics import replay
 from services.calc.settings import Settings
 from services.calc.worker import CalcWorker, SymbolRunner
@@ -47,9 +46,9 @@ def _applied(worker: CalcWorker, symbol: str, count: int) -> bool:
     return runner is not None and runner.core.counters.entries == count
 
 
-def _pauses() -> float:
-    """Slice pauses so far, in this process (``context8_calc_slice_pauses_total``)."""
-    return float(m.SLICE_PAUSES._value.get())
+def _pauses(worker: CalcWorker) -> float:
+    """The worker's slice pauses so far (``context8_calc_slice_pauses_total``)."""
+    return float(worker.m.slice_pauses._value.get())
 
 
 async def _candidates(r: aioredis.Redis, symbol: str) -> list[Any]:
@@ -187,9 +186,9 @@ async def test_work_is_cut_into_slices_that_let_other_tasks_run(redis_url: str) 
 
         spin = asyncio.create_task(probe())
         await asyncio.sleep(0)
-        before, pauses_before = turns, _pauses()
+        before, pauses_before = turns, _pauses(worker)
         await worker.apply([(runner, batch)], [runner])
-        during, pauses = turns - before, _pauses() - pauses_before
+        during, pauses = turns - before, _pauses(worker) - pauses_before
         spin.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await spin
@@ -228,7 +227,7 @@ async def test_stream_lag_is_the_age_of_the_newest_entry_read(
             timeout=10,
             what="entries applied",
         )
-        lag = m.STREAM_LAG.labels(symbol="BTCUSDT")._value.get()
+        lag = worker.m.stream_lag.labels(symbol="BTCUSDT")._value.get()
     # Appended 30 s before the read (by id); not the ~2 years since they were recorded.
     assert 30 <= lag < 300, lag
 
@@ -253,7 +252,7 @@ async def test_a_busy_worker_keeps_beating(aredis: aioredis.Redis, redis_url: st
         await wait_for(
             lambda: aredis.zscore(keys.NODES, "calc-a"), timeout=10, what="the first heartbeat"
         )
-        beats, pauses = m.HEARTBEATS._value.get(), _pauses()
+        beats, pauses = worker.m.heartbeats._value.get(), _pauses(worker)
         await _assign(aredis, dict.fromkeys(SYMBOLS, "calc-a"))
         await wait_for(lambda: len(worker.runners) == len(SYMBOLS), timeout=10, what="runners")
         runners = list(worker.runners.values())
@@ -262,10 +261,10 @@ async def test_a_busy_worker_keeps_beating(aredis: aioredis.Redis, redis_url: st
         def caught_up() -> bool:
             done = all(r.core.counters.entries == len(entries) for r in runners)
             if not done:
-                beats_during.append(m.HEARTBEATS._value.get() - beats)
+                beats_during.append(worker.m.heartbeats._value.get() - beats)
             return done
 
         await wait_for(caught_up, timeout=60, interval=0.005, what="the backlog applied")
-        assert _pauses() > pauses
+        assert _pauses(worker) > pauses
         # Heartbeats went out while the backlog (18,000 entries) was being applied.
         assert beats_during and beats_during[-1] >= 2, beats_during[-5:]

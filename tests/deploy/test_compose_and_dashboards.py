@@ -98,14 +98,16 @@ def _code_metric_names() -> set[str]:
 
     from prometheus_client import REGISTRY, CollectorRegistry
 
-    for name in ("ingest", "calc", "mcp"):
+    for name in ("ingest", "mcp"):
         importlib.import_module(f"services.{name}.metrics")
+    from services.calc.metrics import CalcMetrics
     from services.coordinator.metrics import CoordinatorMetrics
     from services.publisher.metrics import PublisherMetrics
 
-    registries = [REGISTRY, CollectorRegistry(), CollectorRegistry()]
+    registries = [REGISTRY, CollectorRegistry(), CollectorRegistry(), CollectorRegistry()]
     CoordinatorMetrics(registries[1])
     PublisherMetrics(registries[2])
+    CalcMetrics(registries[3])
     suffixes = {
         "counter": ("_total", "_created"),
         "histogram": ("_bucket", "_sum", "_count", "_created"),
