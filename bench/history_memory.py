@@ -24,7 +24,13 @@ import redis.asyncio as aioredis
 
 from context8.redis_server import RedisServer
 from shared import keys
-from shared.history import HISTORY_COARSE_MAXLEN, HISTORY_MAXLEN, HISTORY_PATHS_V1, encode_row
+from shared.history import (
+    HISTORY_COARSE_MAXLEN,
+    HISTORY_MAXLEN,
+    HISTORY_PATHS,
+    HISTORY_VERSION,
+    encode_row,
+)
 from shared.lease import LeaseClient
 from shared.scripts import Scripts
 
@@ -47,7 +53,20 @@ def typical_report(rng: random.Random, mid: float) -> dict[str, Any]:
             "total_ask_qty": total_ask,
             "imbalance": (total_bid - total_ask) / (total_bid + total_ask),
         },
-        "flow": {"orders_per_sec": rng.randint(0, 400) / 4, "net_flow": round(rng.gauss(0, 3), 3)},
+        "flow": {
+            "orders_per_sec": rng.randint(0, 400) / 4,
+            "net_flow": round(rng.gauss(0, 3), 3),
+            "cvd_30m": round(rng.gauss(0, 300), 3),
+            "vwap_5m": mid + rng.gauss(0, 10),
+            "vwap_30m": mid + rng.gauss(0, 30),
+            "aggressor_buy_ratio_30s": rng.random(),
+            "liquidations_30m": {"count": 0, "qty": 0.0},
+        },
+        "volatility": {
+            "rv_5m_bps": rng.uniform(1, 20),
+            "rv_5m_annualized_bps": rng.uniform(1000, 20000),
+            "kyle_lambda_5m": rng.gauss(0, 0.5),
+        },
         "liquidity": {
             "volume_profile": {
                 "POC": round(mid, 1),
@@ -69,7 +88,7 @@ def typical_report(rng: random.Random, mid: float) -> dict[str, Any]:
 
 def worst_report(rng: random.Random) -> dict[str, Any]:
     report: dict[str, Any] = {}
-    for path in HISTORY_PATHS_V1:
+    for path in HISTORY_PATHS[HISTORY_VERSION]:
         node = report
         *parents, leaf = path.split(".")
         for part in parents:

@@ -20,10 +20,10 @@ from typing import Any
 import orjson
 
 #: The row layout this code writes.
-HISTORY_VERSION = 1
+HISTORY_VERSION = 2
 
-#: Every scalar leaf of report schema 1.1 worth a time series (not the arrays: depth
-#: levels, walls, vacuums, anomalies, health components; not identity fields).
+#: Version 1: every scalar leaf of report schema 1.1 worth a time series (not the arrays:
+#: depth levels, walls, vacuums, anomalies, health components; not identity fields).
 HISTORY_PATHS_V1: tuple[str, ...] = (
     "last_price",
     "mid_price",
@@ -52,8 +52,35 @@ HISTORY_PATHS_V1: tuple[str, ...] = (
     "volume_24h",
 )
 
+#: Version 2: version 1 plus the schema 1.2 series (flow measures, volatility) and the
+#: live derivatives section's values (null in reports without them). Window lengths,
+#: per-value event times and ages are left out: the row's id is its time axis.
+HISTORY_PATHS_V2: tuple[str, ...] = (
+    *HISTORY_PATHS_V1,
+    "flow.cvd_30m",
+    "flow.vwap_5m",
+    "flow.vwap_30m",
+    "flow.aggressor_buy_ratio_30s",
+    "flow.liquidations_30m.count",
+    "flow.liquidations_30m.qty",
+    "volatility.rv_5m_bps",
+    "volatility.rv_5m_annualized_bps",
+    "volatility.kyle_lambda_5m",
+    "derivatives.mark_price.value",
+    "derivatives.index_price.value",
+    "derivatives.premium_bps.value",
+    "derivatives.funding_rate.value",
+    "derivatives.open_interest.value",
+    "derivatives.liquidations_5m.long.count",
+    "derivatives.liquidations_5m.long.qty",
+    "derivatives.liquidations_5m.long.notional",
+    "derivatives.liquidations_5m.short.count",
+    "derivatives.liquidations_5m.short.qty",
+    "derivatives.liquidations_5m.short.notional",
+)
+
 #: Row layouts by version (the reader's decoder table).
-HISTORY_PATHS: dict[int, tuple[str, ...]] = {1: HISTORY_PATHS_V1}
+HISTORY_PATHS: dict[int, tuple[str, ...]] = {1: HISTORY_PATHS_V1, 2: HISTORY_PATHS_V2}
 
 #: The stream field holding the row.
 ROW_FIELD = "r"
@@ -66,13 +93,15 @@ HISTORY_COARSE_RESOLUTION_S = 60
 
 #: Longest string value kept (ingestion.status is at most 8 chars); longer is cut.
 MAX_STRING_CHARS = 32
-#: A row never exceeds this (25 numbers of <= 24 chars + one capped string fit well below;
+#: A row never exceeds this (45 values of <= 17 chars + one capped string fit well below;
 #: should a row still be larger, its strings are dropped, which bounds it by numbers alone).
 ROW_MAX_BYTES = 1024
 #: Floats keep this many significant digits (prices and sizes are far less precise).
 SIGNIFICANT_DIGITS = 10
 
-_SPLIT_V1: tuple[tuple[str, ...], ...] = tuple(tuple(p.split(".")) for p in HISTORY_PATHS_V1)
+_SPLIT: tuple[tuple[str, ...], ...] = tuple(
+    tuple(p.split(".")) for p in HISTORY_PATHS[HISTORY_VERSION]
+)
 _MAX_EXACT_INT = 2**53
 
 
@@ -101,8 +130,9 @@ def _scalar(value: Any) -> Any:
 
 
 def history_values(report: Mapping[str, Any]) -> list[Any]:
-    """The current-version row values of ``report``, in ``HISTORY_PATHS_V1`` order."""
-    return [_scalar(_leaf(report, parts)) for parts in _SPLIT_V1]
+    """The current-version row values of ``report``, in ``HISTORY_PATHS[HISTORY_VERSION]``
+    order."""
+    return [_scalar(_leaf(report, parts)) for parts in _SPLIT]
 
 
 def encode_row(report: Mapping[str, Any]) -> bytes:

@@ -31,7 +31,7 @@ from shared import keys
 from shared.errors import UnknownSymbolError
 from shared.history import (
     HISTORY_COARSE_RESOLUTION_S,
-    HISTORY_PATHS_V1,
+    HISTORY_PATHS_V2,
     HISTORY_RESOLUTION_S,
     ROW_FIELD,
     event_ms_of,
@@ -39,8 +39,9 @@ from shared.history import (
 )
 from shared.report import iso_utc_from_ns
 
-#: Fields a query may ask for (every path a history row carries).
-HISTORY_FIELDS: tuple[str, ...] = HISTORY_PATHS_V1
+#: Fields a query may ask for (every path a current history row carries; rows written
+#: before a field existed answer null for it).
+HISTORY_FIELDS: tuple[str, ...] = HISTORY_PATHS_V2
 #: Fields when none are named.
 DEFAULT_FIELDS: tuple[str, ...] = ("mid_price", "spread_bps", "depth.imbalance", "flow.net_flow")
 MIN_MINUTES = 1
@@ -49,7 +50,7 @@ MAX_MINUTES = 1440
 DEFAULT_MINUTES = 15
 #: The 1 s stream holds 1 h: longer windows come from the 1 min stream.
 FINE_MAX_MINUTES = 60
-#: Most points (rows) one answer carries: with all 25 fields it stays under ~0.5 MB,
+#: Most points (rows) one answer carries: with all 45 fields it stays under ~0.8 MB,
 #: with the 4 default fields ~40 KB.
 MAX_POINTS = 600
 

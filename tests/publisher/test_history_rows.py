@@ -8,6 +8,7 @@ import orjson
 
 from shared.history import (
     HISTORY_PATHS_V1,
+    HISTORY_PATHS_V2,
     HISTORY_VERSION,
     MAX_STRING_CHARS,
     ROW_MAX_BYTES,
@@ -86,10 +87,21 @@ def test_paths_are_every_scalar_leaf_of_the_schema_but_identity_and_times() -> N
     leaves = scalar_leaves(schema, schema)
     assert len(HISTORY_PATHS_V1) == len(set(HISTORY_PATHS_V1))
     assert leaves >= ADDED_IN_1_2
-    # The live-only derivatives section (optional in 1.2) is not in history rows v1.
+    # Version 1 (rows already stored) holds the 1.1 series; the live-only derivatives
+    # section (optional in 1.2) came with version 2.
     derivatives = {leaf for leaf in leaves if leaf.startswith("derivatives.")}
     assert "derivatives.mark_price.value" in derivatives
     assert set(HISTORY_PATHS_V1) == leaves - NOT_SERIES - ADDED_IN_1_2 - derivatives
+    # Version 2: every series but the windows' lengths and each value's own time and age.
+    meta = {
+        leaf
+        for leaf in leaves
+        if leaf.endswith(("window_sec", ".at", ".age_ms", ".last_at"))
+        and leaf != "liquidity.volume_profile.window_sec"  # in version 1 already
+    }
+    assert len(HISTORY_PATHS_V2) == len(set(HISTORY_PATHS_V2))
+    assert HISTORY_PATHS_V2[: len(HISTORY_PATHS_V1)] == HISTORY_PATHS_V1
+    assert set(HISTORY_PATHS_V2) == leaves - NOT_SERIES - meta
 
 
 def test_row_round_trips_a_full_report() -> None:
@@ -97,8 +109,10 @@ def test_row_round_trips_a_full_report() -> None:
     row = encode_row(report)
     assert len(row) <= ROW_MAX_BYTES
     decoded = decode_row(row)
-    assert decoded is not None and list(decoded) == list(HISTORY_PATHS_V1)
+    assert decoded is not None and list(decoded) == list(HISTORY_PATHS_V2)
     assert decoded["mid_price"] == 65000.05
+    assert decoded["flow.cvd_30m"] is None  # a 1.1-shaped report: null, not an error
+    assert decoded["derivatives.mark_price.value"] is None  # no section: null
     assert decoded["depth.imbalance"] == report["depth"]["imbalance"]
     assert decoded["liquidity.volume_profile.POC"] == report["liquidity"]["volume_profile"]["POC"]
     assert decoded["liquidity.volume_profile.trade_count"] == 250
@@ -115,7 +129,7 @@ def test_absent_blocks_and_non_scalars_are_null_floats_rounded_strings_capped() 
         "health": {"score": 2**60},
         "ingestion": {"status": "x" * 500},
     }
-    values = dict(zip(HISTORY_PATHS_V1, history_values(report), strict=True))
+    values = dict(zip(HISTORY_PATHS_V2, history_values(report), strict=True))
     assert values["best_bid.price"] is None and values["liquidity.volume_profile.POC"] is None
     assert values["depth.imbalance"] == 0.3  # 10 significant digits
     assert values["depth.total_bid_qty"] is None and values["depth.total_ask_qty"] is None
@@ -127,7 +141,7 @@ def test_absent_blocks_and_non_scalars_are_null_floats_rounded_strings_capped() 
 def test_worst_case_row_stays_under_the_cap() -> None:
     huge = -1.2345678901234567e-300
     report: dict[str, Any] = {}
-    for path in HISTORY_PATHS_V1:
+    for path in HISTORY_PATHS_V2:
         node = report
         *parents, leaf = path.split(".")
         for part in parents:
@@ -144,7 +158,13 @@ def test_unreadable_or_unknown_rows_decode_to_none() -> None:
     assert decode_row(b"[99, 1, 2]") is None  # a version this code does not know
     assert decode_row(b"[1, 1, 2]") is None  # wrong length for version 1
     assert decode_row(b"[true]") is None
-    assert split_row(encode_row({})) == (HISTORY_PATHS_V1, [None] * len(HISTORY_PATHS_V1))
+    assert split_row(encode_row({})) == (HISTORY_PATHS_V2, [None] * len(HISTORY_PATHS_V2))
+
+
+def test_rows_of_version_1_still_decode() -> None:
+    """Rows stored before version 2 stay readable (the 1 min stream keeps 24 h)."""
+    old = orjson.dumps([1, *range(len(HISTORY_PATHS_V1))])
+    assert split_row(old) == (HISTORY_PATHS_V1, list(range(len(HISTORY_PATHS_V1))))
 
 
 def test_event_time_is_the_stream_id() -> None:
