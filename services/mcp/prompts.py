@@ -43,7 +43,16 @@ MAX_COMPLETIONS = 100
 #: Levels a side the report lists in depth.bids / depth.asks.
 DEPTH_LEVELS = 20
 #: get_report sections (the ``sections`` argument of get_report).
-BRIEF_SECTIONS = ("l1", "stats_24h", "depth", "flow", "liquidity", "anomalies", "health")
+BRIEF_SECTIONS = (
+    "l1",
+    "stats_24h",
+    "depth",
+    "flow",
+    "liquidity",
+    "anomalies",
+    "health",
+    "derivatives",
+)
 LIQUIDITY_SECTIONS = ("l1", "depth", "liquidity", "anomalies", "health")
 #: get_history dotted fields the recipes ask for, and over how many minutes.
 BRIEF_HISTORY_FIELDS = ("mid_price", "spread_bps", "depth.imbalance", "flow.net_flow")
@@ -159,6 +168,9 @@ liquidity.volume_profile: POC = most traded price, VAH/VAL = value-area high/low
 window_sec seconds.
 - anomalies: spoofing, iceberg, flash_crash_risk, each with a severity.
 - health.score: market quality 0-100 (higher is healthier), with its components.
+- derivatives (live futures only; absent for spot): mark and index price, premium_bps, \
+funding_rate (per funding interval) and next funding time, open_interest, liquidations_5m \
+per liquidated side (long/short), each value with its own event time (at) and age_ms.
 - change_24h_pct (percent), high_24h, low_24h, volume_24h: 24 h statistics.
 - null means unknown, never zero: say "unknown" and do not guess a value."""
 
@@ -181,7 +193,9 @@ data is unavailable right now (give data_age_ms and ingestion.reason) and stop. 
 (if it fails, write the brief without the trend).
 4. Write the brief: price and 24 h change; spread (bps) and top of book; depth imbalance, \
 walls and vacuums near the price; trade-flow direction and intensity; anomalies; \
-health.score; the {HISTORY_MINUTES}-minute trend; freshness (status, data_age_ms) last. \
+health.score; for a perpetual, funding, premium, open interest and liquidations from \
+derivatives (when present); the {HISTORY_MINUTES}-minute trend; freshness (status, \
+data_age_ms) last. \
 Give every number with its unit; never invent values that are null.
 
 {reading_guide(limits)}"""

@@ -35,6 +35,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "liquidity": ("liquidity",),
     "anomalies": ("anomalies",),
     "health": ("health",),
+    "derivatives": ("derivatives",),
     "stats_24h": (
         "change_24h_pct",
         "high_24h",

@@ -31,10 +31,18 @@ from services.mcp.prompts import (
     parse_symbol_list,
     symbol_argument_kind,
 )
-from services.mcp.sections import SECTIONS
+from services.mcp.sections import HEADER, SECTIONS
 from shared.errors import InvalidSymbolError
+from shared.report import report_schema
 
 LIMITS = GuideLimits(stale_after_ms=2500, down_after_ms=12000, max_batch=3)
+
+
+def test_every_report_field_is_in_the_header_or_a_section() -> None:
+    """A field added to the contract must be reachable with ``sections``."""
+    sectioned = {field for fields in SECTIONS.values() for field in fields}
+    top_level = set(report_schema()["properties"])
+    assert top_level - set(HEADER) - sectioned == set()
 
 
 def test_recipes_use_the_real_section_and_history_field_names() -> None:
@@ -47,7 +55,7 @@ def test_recipes_use_the_real_section_and_history_field_names() -> None:
 def test_market_brief_names_the_tools_sections_and_freshness_rules() -> None:
     text = market_brief_text("BTCUSDT", LIMITS)
     assert 'get_report with {"symbol": "BTCUSDT", "sections": ["l1", "stats_24h", "depth", ' in text
-    assert '"flow", "liquidity", "anomalies", "health"]}' in text
+    assert '"flow", "liquidity", "anomalies", "health", "derivatives"]}' in text
     assert 'get_history with {"symbol": "BTCUSDT", "minutes": 15, "fields": ["mid_price"' in text
     # units and the freshness rules, with this server's thresholds
     for phrase in (
