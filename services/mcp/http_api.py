@@ -28,13 +28,10 @@ from starlette.types import ASGIApp
 
 from services.mcp.assets import AssetReader
 from services.mcp.auth import AuthConfig, AuthMiddleware
-from services.mcp.errors import (
-    InvalidArgumentError,
-)
 from services.mcp.fast_http import FastRoutes
 from services.mcp.history import HistoryReader
 from services.mcp.http_docs import endpoints, schemas
-from services.mcp.http_json import ANSWERED, JSONBody, error_response
+from services.mcp.http_json import ANSWERED, JSONBody, csv_param, error_response
 from services.mcp.metrics import observe
 from services.mcp.openapi import OPENAPI_PATH, build_document
 from services.mcp.push import PushHub
@@ -64,20 +61,6 @@ def _if_none_match(request: Request) -> set[str]:
         return set()
     tags = {t.strip() for t in raw.split(",") if t.strip()}
     return tags | {f"W/{t}" for t in tags if not t.startswith("W/")}
-
-
-def csv_param(request: Request, name: str) -> list[str] | None:
-    """A comma-separated query parameter: None when absent; an empty item (``a,,b``,
-    ``name=``) is an error rather than silently meaning "everything"."""
-    if not request.scope.get("query_string"):
-        return None  # (most requests: no query string to parse)
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    items = [item.strip() for item in raw.split(",")]
-    if not all(items):
-        raise InvalidArgumentError(f"{name}: empty item in {raw[:80]!r}; omit {name} instead")
-    return items
 
 
 _Handler = Callable[[Request], Awaitable[Any]]

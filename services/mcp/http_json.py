@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from starlette.requests import Request
 from starlette.responses import Response
 
 from services.mcp.errors import (
@@ -66,3 +67,17 @@ def error_response(exc: Exception) -> JSONBody:
     if isinstance(exc, CorruptReportError):
         return JSONBody({"error": str(exc)}, 500)
     raise exc
+
+
+def csv_param(request: Request, name: str) -> list[str] | None:
+    """A comma-separated query parameter: None when absent; an empty item (``a,,b``,
+    ``name=``) is an error rather than silently meaning "everything"."""
+    if not request.scope.get("query_string"):
+        return None  # (most requests: no query string to parse)
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    items = [item.strip() for item in raw.split(",")]
+    if not all(items):
+        raise InvalidArgumentError(f"{name}: empty item in {raw[:80]!r}; omit {name} instead")
+    return items

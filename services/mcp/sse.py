@@ -34,7 +34,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.mcp.errors import CorruptReportError, StoreUnavailableError, TooManySymbolsError
-from services.mcp.http_json import ANSWERED, JSONBody, error_response
+from services.mcp.http_json import ANSWERED, JSONBody, csv_param, error_response
 from services.mcp.metrics import observe
 from services.mcp.push import PushCapacityError, PushHub, Update
 from services.mcp.service import ReportService, normalize_symbol
@@ -114,9 +114,10 @@ async def event_stream(
 
 def stream_route(service: ReportService, hub: PushHub, heartbeat_s: float) -> Route:
     async def stream(request: Request) -> Response:
-        raw = [s for s in request.query_params.get("symbols", "").split(",") if s.strip()]
         try:
             with observe(TRANSPORT, STREAM_PATH):
+                # As the JSON routes: an empty item (``a,,b``) is refused, not dropped.
+                raw = csv_param(request, "symbols") or []
                 symbols = await resolve_symbols(service, raw)
         except ANSWERED as exc:
             return error_response(exc)

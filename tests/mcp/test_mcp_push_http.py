@@ -114,6 +114,8 @@ async def test_sse_stream_rejects_bad_symbol_lists(
     url = f"{server.base}/v1/stream"
     missing = await http.get(url)
     assert missing.status_code == 400 and "symbols is required" in missing.json()["error"]
+    gap = await http.get(url, params={"symbols": "BTCUSDT,,ETHUSDT"})  # as the JSON routes
+    assert gap.status_code == 400 and "symbols: empty item" in gap.json()["error"]
     invalid = await http.get(url, params={"symbols": "BTCUSDT,btc-usdt"})
     assert invalid.status_code == 400 and "invalid symbol 'btc-usdt'" in invalid.json()["error"]
     unknown = await http.get(url, params={"symbols": "BTCUSDT,XRPUSDT"})
