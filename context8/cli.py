@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         description=(
             "Replay recorded files through ingest's parsing and calc's analytics (no Redis,"
             " no network) and print one JSON report per symbol: the last fast cycle at or"
-            " before --at. updatedAt is 0 (never published); writer is report-at/1."
+            " before --at, then one asset report per base with two or more markets among"
+            " the files (asset:BTC). updatedAt is 0 (never published); writer is report-at/1."
         ),
     )
     report_at.add_argument(

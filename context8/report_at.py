@@ -4,7 +4,9 @@ Recorded files go through ingest's own code (``services.ingest.offline``: the
 NautilusTrader venue schemas, the ingest sequencer and the Actor's wire entries) and
 then through calc's own analytics (``services.calc.analytics.report_at``): no Redis,
 no network. One JSON line per symbol of the files (sorted by symbol): the report of
-the last fast cycle at or before ``--at``.
+the last fast cycle at or before ``--at``; then one line per asset with two or more
+markets among the files (``asset:BTC``, docs/analytics.md "Asset report"): its report of
+the last boundary at or before ``--at`` (none before its first boundary).
 
 * ``writer`` = ``{"nodeId": "report-at", "writerToken": 1}``.
 * ``updatedAt`` = 0: the report was never published (the publisher stamps its write's
@@ -23,8 +25,10 @@ missing file, a path whose venue/market/symbol cannot be inferred from the kit l
 
 from __future__ import annotations
 
+import heapq
 import json
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +68,7 @@ def parse_at(text: str) -> int:
 
 @dataclass(frozen=True)
 class SymbolReport:
+    #: The symbol, or the asset unit (``asset:BTC``) of an asset report.
     symbol: str
     cycle_ns: int
     report: dict[str, Any]
@@ -106,7 +111,77 @@ def reports_at(paths: list[Path], t_ns: int) -> list[SymbolReport]:
         raise ReportAtError(
             f"--at {iso_utc_from_ns(t_ns)} is before any data of: " + ", ".join(too_early)
         )
+    return out + asset_reports_at(replays, t_ns)
+
+
+def asset_reports_at(replays: list[Any], t_ns: int) -> list[SymbolReport]:
+    """The asset report (``asset:<BASE>``, bases with >= 2 markets among the files) of the
+    last boundary at or before ``t_ns``, as the asset's calc owner would publish it.
+
+    Every member's entries are applied, then every member counts as silent (its data has
+    ended), so boundaries up to the newest member event time are released and a member
+    that ended early shows as stalled, as it would live.
+    """
+    from services.calc.analytics import with_writer
+    from services.calc.analytics.asset import AssetCore
+    from services.calc.asset_runner import asset_params
+    from services.calc.settings import Settings as CalcSettings
+    from shared import assets, keys
+
+    registry: dict[str, bytes | str] = {
+        fr.feed.symbol: json.dumps(fr.feed.registration()) for fr in replays
+    }
+    settings = CalcSettings()
+    params = asset_params(settings.calc_fast_cycle_ms, settings.calc_asset_max_skew_ms)
+    out: list[SymbolReport] = []
+    for asset, members in assets.assets(registry).items():
+        core = AssetCore(asset, members, params)
+        wanted = {m.symbol for m in members}
+        # The members' entries merged by event time (each member's in stream order), the
+        # watermark advanced as they come, as the owner reads them live: releases stay small.
+        merged = heapq.merge(
+            *(_tagged(fr.feed.symbol, fr.entries()) for fr in replays if fr.feed.symbol in wanted),
+            key=lambda item: item[0],
+        )
+        last: tuple[int, dict[str, Any]] | None = None
+        done = False
+        for n, (_, symbol, entry) in enumerate(merged, start=1):
+            core.apply(symbol, entry)
+            if n % ASSET_ADVANCE_EVERY == 0:
+                last, done = _latest(core.advance(), t_ns, last)
+                if done:
+                    break
+        while not done:  # the data has ended: every member is silent from here
+            released = core.advance(silent=wanted)
+            if not released:
+                break
+            last, done = _latest(released, t_ns, last)
+        if last is not None:
+            t, report = last
+            out.append(SymbolReport(keys.asset_unit(asset), t, with_writer(report, NODE_ID, TOKEN)))
     return out
+
+
+def _tagged(symbol: str, entries: Iterable[Any]) -> Iterator[tuple[int, str, Any]]:
+    for entry in entries:
+        yield entry.event_ns, symbol, entry
+
+
+#: Entries applied between two watermark advances in ``asset_reports_at``.
+ASSET_ADVANCE_EVERY = 256
+
+
+def _latest(
+    released: list[tuple[int, dict[str, Any]]],
+    t_ns: int,
+    last: tuple[int, dict[str, Any]] | None,
+) -> tuple[tuple[int, dict[str, Any]] | None, bool]:
+    """The newest released report at or before ``t_ns`` so far; True once past it."""
+    for t, report in released:
+        if t > t_ns:
+            return last, True
+        last = (t, report)
+    return last, False
 
 
 def _first_cycle(fr: Any, params: Any) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from context8.report_at import parse_at, run
+from shared.asset_report import asset_schema_errors
 from shared.report import iso_utc_from_ns, schema_errors
 from tests.calc.calc_kit import plain_states_at
 from tests.conftest import DATA
@@ -64,8 +65,12 @@ def _comparable_time(truths: dict[str, Truth], start_ms: int) -> int:
     return t
 
 
+def _symbol_lines(out: str) -> list[dict[str, Any]]:
+    return [r for r in map(json.loads, out.splitlines()) if "symbol" in r]
+
+
 def _check_lines(out: str, truths: dict[str, Truth], t_ms: int, venue: str) -> None:
-    reports: list[dict[str, Any]] = [json.loads(line) for line in out.splitlines()]
+    reports = _symbol_lines(out)
     assert [r["symbol"] for r in reports] == sorted(truths)
     for report in reports:
         sym = report["symbol"]
@@ -125,10 +130,40 @@ def test_report_at_matches_recorded_bookticker() -> None:
         _check_lines(out, truths, t_ms, "BINANCE")
         files = DEMO if proc is demo else KIT
         checked = sum(
-            _check_flow(report, files[report["symbol"]], t_ms)
-            for report in map(json.loads, out.splitlines())
+            _check_flow(report, files[report["symbol"]], t_ms) for report in _symbol_lines(out)
         )
         assert checked == 5 * len(files)
+        assets = [r for r in map(json.loads, out.splitlines()) if "asset" in r]
+        if proc is demo:
+            assert assets == []  # BTC and ETH: one market each, no asset report
+        else:
+            (asset,) = assets
+            _check_asset(asset, truths, t_ms)
+
+
+def _check_asset(asset: dict[str, Any], truths: dict[str, Truth], t_ms: int) -> None:
+    """The asset line of spot BTCUSDT + COIN-M BTCUSD_PERP vs the exchange's bookTickers."""
+    assert asset_schema_errors(asset) == [], asset_schema_errors(asset)
+    assert asset["asset"] == "BTC" and asset["generated_at"] == iso_utc_from_ns(t_ms * MS)
+    assert asset["writer"] == {"nodeId": "report-at", "writerToken": 1}
+    markets = {m["symbol"]: m for m in asset["markets"]}
+    assert set(markets) == set(truths)
+    mids = {}
+    for sym, market in markets.items():
+        truth = truths[sym].comparable_ticker(t_ms)
+        assert truth is not None and market["status"] == "ok"
+        # COIN-M sizes are contracts of 100 USD: base units = contracts x 100 / price.
+        to_base = (lambda q, p: q * 100 / p) if sym == "BTCUSDPERP" else (lambda q, p: q)
+        assert market["best_bid"]["price"] == truth.bid
+        assert market["best_ask"]["price"] == truth.ask
+        assert market["best_bid"]["qty"] == pytest.approx(to_base(truth.bid_qty, truth.bid))
+        assert market["best_ask"]["qty"] == pytest.approx(to_base(truth.ask_qty, truth.ask))
+        mids[sym] = (truth.bid + truth.ask) / 2
+        assert market["mid"] == pytest.approx(mids[sym], rel=1e-12)
+    basis = (mids["BTCUSDPERP"] - mids["BTCUSDT"]) / mids["BTCUSDT"] * 1e4
+    assert markets["BTCUSDPERP"]["basis_bps"] == pytest.approx(basis, abs=1e-4)
+    best_bid = max(truths[s].comparable_ticker(t_ms).bid for s in truths)  # type: ignore[union-attr]
+    assert asset["consolidated"]["best_bid"]["price"] == best_bid
 
 
 def test_errors_exit_2_with_a_message(tmp_path: Path) -> None:
