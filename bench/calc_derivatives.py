@@ -16,7 +16,9 @@ three times: without derivative entries, with them, and with a liquidation storm
 from __future__ import annotations
 
 import argparse
+import gc
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from context8.emulator.book import BookKeeper
 from context8.emulator.derivatives import Synthesiser, binance_open_interest_body
 from context8.emulator.recording import Kind, load_symbol
 from services.calc.analytics import SymbolCore
+from services.calc.analytics.derivatives import DerivativesState
 from services.ingest.feeds import Feed
 from services.ingest.offline import offline_entries
 from services.ingest.recorded import RawLine
@@ -132,6 +135,32 @@ def main() -> None:
         run("market data only", market)
         run("with derivatives", interleave(market, derived))
         run(f"+{args.liquidations_per_s} liquidations/s", interleave(market, storm))
+    for per_s in (1, args.liquidations_per_s):
+        window_memory(per_s)
+
+
+def window_memory(per_s: int) -> None:
+    """Bytes a ``DerivativesState`` holds with its 5-minute liquidation window full at
+    ``per_s`` liquidations a second (traced, after gc): the goal is <= 2 MB per symbol
+    for the whole core (bench/calc_memory.py measures the rest)."""
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    state = DerivativesState()
+    t0 = 1_723_161_600_000_000_000
+    n = 300 * per_s
+    for i in range(n):
+        at = t0 + i * 1_000_000_000 // per_s
+        side = "long" if i % 2 else "short"
+        state.add(
+            at, wire.LiquidationPayload(side=side, px=61_000.0 + i % 7, sz=0.01 * (i % 5 + 1))
+        )
+    state.fields(t0 + 300 * 1_000_000_000)  # settles every entry into the window
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    count = sum(len(side.times) for side in state.sides.values())
+    print(orjson.dumps({"liquidation_window": f"{per_s}/s", "held": count, "bytes": held}).decode())
 
 
 if __name__ == "__main__":
