@@ -1,11 +1,16 @@
-"""Lua scripts (shared/lua/*.lua) bound to a Redis client.
+"""Lua scripts (shared/lua/*.lua): their sources, SHA1s, and calls by name.
 
-Each script runs through redis-py's ``Script`` object: EVALSHA first, and on NOSCRIPT
-(a restarted or failed-over Redis) it loads the script again and retries.
+Every service calls Lua through here: ``Scripts`` runs a script with redis-py's
+``Script`` object (EVALSHA first; on NOSCRIPT, a restarted or failed-over Redis, it loads
+the script and retries), or many calls in one round trip (``pipelined``). One hot path
+sends its calls pre-encoded: ingest's writer packs ``EVALSHA script_sha("stream_append")``
+for a whole batch of symbols into one RESP write (services/ingest/writer.py, the
+capacity bench's largest cost), and on NOSCRIPT loads ``script_source`` the same way.
 """
 
 from __future__ import annotations
 
+import hashlib
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -26,6 +31,12 @@ def script_names() -> tuple[str, ...]:
 def script_source(name: str) -> str:
     """The Lua source of ``shared/lua/<name>.lua``."""
     return resources.files("shared").joinpath(f"lua/{name}.lua").read_text()
+
+
+@cache
+def script_sha(name: str) -> bytes:
+    """The SHA1 (hex, ASCII) EVALSHA names the script by."""
+    return hashlib.sha1(script_source(name).encode()).hexdigest().encode()
 
 
 class Scripts:

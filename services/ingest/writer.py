@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
 import uuid
 from collections import deque
@@ -48,10 +47,10 @@ from redis.exceptions import (
 from services.ingest import metrics
 from shared import keys
 from shared.redis_client import RedisClient
-from shared.scripts import script_source
+from shared.scripts import script_sha, script_source
 
 APPEND_SCRIPT = script_source("stream_append")
-APPEND_SHA = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest().encode()
+APPEND_SHA = script_sha("stream_append")
 
 
 def resp_bulk(value: bytes) -> bytes:
