@@ -644,16 +644,27 @@ class CalcWorker:
         self.update_owned()
 
     async def _reconcile_assets(self, mine: set[str]) -> None:
-        """Start/stop asset runners to match the asset units assigned to this node."""
+        """Start/stop asset runners to match the asset units assigned to this node, and
+        restart one whose markets changed in the registry (a market registered after the
+        asset was assigned; this runs on every assignment read, each poll interval)."""
         for unit in sorted(set(self.asset_runners) - mine):
             self.log.info("asset_unassigned", unit=unit)
             await asyncio.shield(self.asset_runners.pop(unit).stop())
-        new = sorted(mine - set(self.asset_runners))
-        if not new:
+        if not mine:
             return
         registry: Any = await self.client.hgetall(keys.SYMBOLS)
         known = assets.assets({k.decode(): v for k, v in registry.items()})
-        for unit in new:
+        for unit, running in sorted(self.asset_runners.items()):
+            members = known.get(keys.unit_asset(unit) or "")
+            if members is None or [m.symbol for m in members] != running.members:
+                self.log.info(
+                    "asset_members_changed",
+                    unit=unit,
+                    members=running.members,
+                    now=None if members is None else [m.symbol for m in members],
+                )
+                await asyncio.shield(self.asset_runners.pop(unit).stop())
+        for unit in sorted(mine - set(self.asset_runners)):
             asset = keys.unit_asset(unit)
             assert asset is not None
             members = known.get(asset)

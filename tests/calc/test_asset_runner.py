@@ -21,6 +21,7 @@ from shared import assets, keys
 from shared.candidate import decode_candidate
 from shared.redis_client import make_redis
 from shared.wire import DeltaPayload, SnapPayload, encode
+from tests.calc.calc_kit import running
 from tests.support.polling import apoll
 
 MS = 1_000_000
@@ -163,3 +164,27 @@ async def test_a_takeover_gets_a_newer_token_and_skips_what_was_published(
     finally:
         await second.stop()
         await second.worker.client.aclose()
+
+
+async def test_a_market_registered_later_joins_the_running_asset(
+    aredis: aioredis.Redis, redis_url: str
+) -> None:
+    """The asset's runner follows the registry: a third market registered after the
+    asset was assigned joins it (the runner restarts with it) within a poll interval."""
+    await aredis.hset(keys.SYMBOLS, mapping={s: json.dumps(v) for s, v in REGISTRY.items()})
+    await aredis.hset(keys.ASSIGNMENT, UNIT, "calc-a")
+    settings = Settings(redis_url=redis_url, node_id="calc-a", calc_assignment_poll_ms=200)
+    async with running(settings) as worker:
+
+        def members() -> list[str] | None:
+            runner = worker.asset_runners.get(UNIT)
+            return None if runner is None else runner.members
+
+        await apoll(lambda: members() == ["PERPBTC", "SPOTBTC"], what="the asset's two markets")
+        coinm = {"venue": "BINANCE", "market": "coinm", "raw_symbol": "BTCUSD_PERP"}
+        await aredis.hset(keys.SYMBOLS, "COINMBTC", json.dumps(coinm))
+        await apoll(
+            lambda: members() == ["COINMBTC", "PERPBTC", "SPOTBTC"], what="the third market"
+        )
+        await aredis.hdel(keys.SYMBOLS, "COINMBTC", "PERPBTC")  # one market left: no asset
+        await apoll(lambda: members() is None, what="the asset runner stopped")
