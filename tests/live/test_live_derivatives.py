@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from context8.emulator.process import EmulatorProcess
-from context8.fleet import Fleet, FleetConfig, wait_until
+from context8.fleet import wait_until
 from shared import keys
 from shared.report import schema_errors
 from tests.support.candidates import CandidateReader
-from tests.support.live_ingest import LIVE_SYMBOLS, files_of
+from tests.support.live_ingest import LIVE_SYMBOLS, files_of, live_fleet
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -126,39 +125,15 @@ class Served:
         return True
 
 
-def _subscribed(emu: EmulatorProcess) -> bool:
-    markets = emu.stats()["markets"]
-    # depth + trade + mark + liquidations (Bybit: orderbook, publicTrade, tickers,
-    # allLiquidation) per symbol
-    return all(markets[LIVE_SYMBOLS[s].split(":")[0]]["subscriptions"] >= 4 for s in SYMBOLS)
-
-
 def test_live_derivatives_equal_what_the_venue_served(tmp_path: Path) -> None:
     with EmulatorProcess(files_of(*SYMBOLS), speed=SPEED, start="manual") as emu:
-        config = FleetConfig(
-            calc_workers=1,
-            live_symbols=",".join(LIVE_SYMBOLS[s] for s in SYMBOLS),
-            extra_env={
-                "C8_COORDINATOR_SYMBOLS": ",".join(SYMBOLS),
-                "C8_INGEST_VENUE_URLS": emu.venue_urls,
-                "C8_INGEST_NAUTILUS_LOG_LEVEL": "ERROR",
-                "C8_INGEST_OPEN_INTEREST_POLL_S": "1",
-                "C8_CALC_STALL_GRACE_MS": "60000",
-            },
-        )
-        fleet = Fleet(config, workdir=tmp_path / "fleet")
         live: dict[str, dict[int, dict[str, Any]]] = {s: {} for s in SYMBOLS}
-        try:
-            fleet.redis.start()
-            client = redis.Redis.from_url(fleet.redis.url)
-            fleet.start_service("coordinator")
-            fleet.start_service("publisher")
-            fleet.start_ingest()
-            assert wait_until(lambda: client.hlen(keys.SYMBOLS) == len(SYMBOLS), 60)
-            fleet.start_calc()
-            assert wait_until(lambda: all(client.exists(keys.lease(s)) for s in SYMBOLS), 60)
-            assert wait_until(lambda: _subscribed(emu), 60), emu.stats()
-            assert len(emu.start_clocks()) == len(SYMBOLS)
+        # depth + trade + mark + liquidations per symbol (Bybit: orderbook, publicTrade,
+        # tickers, allLiquidation)
+        with live_fleet(
+            emu, SYMBOLS, tmp_path / "fleet", streams=4, C8_INGEST_OPEN_INTEREST_POLL_S="1"
+        ) as running:
+            client = running.client
             reader = CandidateReader(client, SYMBOLS)
 
             def derived(sym: str) -> list[tuple[int, dict[str, Any]]]:
@@ -187,10 +162,7 @@ def test_live_derivatives_equal_what_the_venue_served(tmp_path: Path) -> None:
             }
             published = {s: json.loads(client.hget(keys.report(s), "json")) for s in SYMBOLS}
             served = {s: Served(emu.derivatives(*LIVE_SYMBOLS[s].split(":"))) for s in SYMBOLS}
-            client.close()
-        finally:
-            codes = fleet.stop()
-        assert all(code == 0 for code in codes.values()), codes
+        assert all(code == 0 for code in running.codes.values()), running.codes
         stats = emu.stats()["markets"]
     compared = {}
     for sym in SYMBOLS:

@@ -14,17 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from context8.emulator.process import EmulatorProcess
-from context8.fleet import Fleet, FleetConfig, wait_until
+from context8.fleet import wait_until
 from context8.report_at import reports_at
 from services.calc.analytics import replay
 from services.ingest.offline import IngestOptions, offline_feeds
 from shared import keys
 from shared.report import iso_utc_from_ns, schema_errors
 from tests.support.candidates import CandidateReader
-from tests.support.live_ingest import LIVE_SYMBOLS, SYMBOL_MAP, files_of
+from tests.support.live_ingest import SYMBOL_MAP, files_of, live_fleet
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -48,11 +47,6 @@ def _offline(files: list[Path]) -> dict[str, dict[int, dict[str, Any]]]:
     return out
 
 
-def _subscribed(emu: EmulatorProcess) -> bool:
-    markets = emu.stats()["markets"]
-    return all(markets[LIVE_SYMBOLS[s].split(":")[0]]["subscriptions"] >= 2 for s in SYMBOLS)
-
-
 def _comparable(report: dict[str, Any]) -> dict[str, Any]:
     # ``derivatives`` exists live only (no recording has them): tests/live/test_live_derivatives.py
     return {k: v for k, v in report.items() if k not in ("updatedAt", "writer", "derivatives")}
@@ -71,35 +65,14 @@ def test_live_fleet_publishes_what_report_at_computes(
         wanted[sym] = [t for t in booked if t <= booked[0] + COMPARED_S * 1000]
     assert set(wanted) == set(SYMBOLS)
     with EmulatorProcess(files, speed=SPEED, start="manual") as emu:
-        config = FleetConfig(
-            calc_workers=1,
-            live_symbols=",".join(LIVE_SYMBOLS[s] for s in SYMBOLS),
-            extra_env={
-                "C8_COORDINATOR_SYMBOLS": ",".join(SYMBOLS),
-                "C8_INGEST_VENUE_URLS": emu.venue_urls,
-                "C8_INGEST_SYMBOL_MAP": SYMBOL_MAP,
-                "C8_INGEST_NAUTILUS_LOG_LEVEL": "ERROR",
-                # The calc stall watchdog runs on wall time: keep it out of the way.
-                "C8_CALC_STALL_GRACE_MS": "60000",
-            },
-        )
-        fleet = Fleet(config, workdir=tmp_path / "fleet")
         live: dict[str, dict[int, dict[str, Any]]] = {s: {} for s in SYMBOLS}
-        try:
-            fleet.redis.start()
-            client = redis.Redis.from_url(fleet.redis.url)
-            fleet.start_service("coordinator")
-            fleet.start_service("publisher")
-            # Ingest connects and subscribes (registering the symbols' venues), but the
-            # venue stays silent until the worker holds every lease: it then reads each
-            # stream from its first entry, as the offline replay does.
-            fleet.start_ingest()
-            assert wait_until(lambda: client.hlen(keys.SYMBOLS) == len(SYMBOLS), 60)
-            fleet.start_calc()
-            assert wait_until(lambda: all(client.exists(keys.lease(s)) for s in SYMBOLS), 60)
-            # Book and trades subscribed on every market, then the venue starts talking.
-            assert wait_until(lambda: _subscribed(emu), 60), emu.stats()
-            assert len(emu.start_clocks()) == len(SYMBOLS)
+        # Book and trades subscribed on every market (futures: mark price and
+        # liquidations too), then the venue starts talking: the worker reads each stream
+        # from its first entry, as the offline replay does.
+        with live_fleet(
+            emu, SYMBOLS, tmp_path / "fleet", streams=2, C8_INGEST_SYMBOL_MAP=SYMBOL_MAP
+        ) as running:
+            client = running.client
             reader = CandidateReader(client, SYMBOLS)
 
             def collect() -> bool:
@@ -111,10 +84,7 @@ def test_live_fleet_publishes_what_report_at_computes(
                 s: [t for t in wanted[s] if t not in live[s]][:5] for s in SYMBOLS
             }
             published = {s: client.hget(keys.report(s), "json") for s in SYMBOLS}
-            client.close()
-        finally:
-            codes = fleet.stop()
-        assert all(code == 0 for code in codes.values()), codes
+        assert all(code == 0 for code in running.codes.values()), running.codes
         stats = emu.stats()["markets"]
     compared = {}
     for sym in SYMBOLS:

@@ -7,15 +7,20 @@ and COIN-M BTCUSD_PERP (2024-08-08), Bybit linear XRPUSDT. Spot BTCUSDT is publi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis
 
+from context8.emulator.process import EmulatorProcess
+from context8.fleet import Fleet, FleetConfig, wait_until
 from shared import keys, wire
 from tests.conftest import DATA, REPO
 
@@ -105,3 +110,62 @@ def scaled_levels(levels: list[list[str]], pp: int, sp: int) -> dict[int, int]:
     return {
         int(Decimal(p) * 10**pp): int(Decimal(q) * 10**sp) for p, q in levels if Decimal(q) != 0
     }
+
+
+@dataclass
+class LiveFleet:
+    """A whole fleet on live ingest against the emulator (``live_fleet``)."""
+
+    fleet: Fleet
+    client: redis.Redis
+    #: Each service's exit code once stopped (filled when ``live_fleet`` exits).
+    codes: dict[str, int | None] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def live_fleet(
+    emu: EmulatorProcess, symbols: Sequence[str], workdir: Path, streams: int, **env: str
+) -> Iterator[LiveFleet]:
+    """Coordinator, publisher, live ingest and one calc worker on ``symbols`` (published
+    names) against ``emu`` (started with ``start="manual"``): once every symbol is
+    registered, leased and subscribed to ``streams`` streams on its market, the venue
+    starts talking, so the worker reads each stream from its first entry. ``env``:
+    extra ``C8_*`` settings (they win over the defaults here)."""
+    config = FleetConfig(
+        calc_workers=1,
+        live_symbols=",".join(LIVE_SYMBOLS[s] for s in symbols),
+        extra_env={
+            "C8_COORDINATOR_SYMBOLS": ",".join(symbols),
+            "C8_INGEST_VENUE_URLS": emu.venue_urls,
+            "C8_INGEST_NAUTILUS_LOG_LEVEL": "ERROR",
+            # The calc stall watchdog runs on wall time: keep it out of the way.
+            "C8_CALC_STALL_GRACE_MS": "60000",
+            **env,
+        },
+    )
+    fleet = Fleet(config, workdir=workdir)
+    running: LiveFleet | None = None
+    try:
+        fleet.redis.start()
+        running = LiveFleet(fleet, redis.Redis.from_url(fleet.redis.url))
+        client = running.client
+        fleet.start_service("coordinator")
+        fleet.start_service("publisher")
+        fleet.start_ingest()
+        assert wait_until(lambda: client.hlen(keys.SYMBOLS) == len(symbols), 60)
+        fleet.start_calc()
+        assert wait_until(lambda: all(client.exists(keys.lease(s)) for s in symbols), 60)
+
+        def subscribed() -> bool:
+            markets = emu.stats()["markets"]
+            return all(markets[ON_EMULATOR[s][0]]["subscriptions"] >= streams for s in symbols)
+
+        assert wait_until(subscribed, 60), emu.stats()
+        assert len(emu.start_clocks()) == len(symbols)
+        yield running
+    finally:
+        if running is not None:
+            running.client.close()
+        codes = fleet.stop()
+        if running is not None:
+            running.codes = codes
