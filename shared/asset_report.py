@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import json
-from functools import cache
-from importlib import resources
 from typing import Any
 
+from shared.report import packaged_schema, validation_errors
 
-@cache
+SCHEMA_FILE = "asset-1.2.json"
+
+
 def asset_schema() -> dict[str, Any]:
     """The JSON Schema of the asset report, loaded from the package."""
-    text = resources.files("shared").joinpath("schema/asset-1.2.json").read_text()
-    schema: dict[str, Any] = json.loads(text)
-    return schema
-
-
-@cache
-def _validator() -> Any:
-    import jsonschema
-
-    return jsonschema.Draft202012Validator(asset_schema())
+    return packaged_schema(SCHEMA_FILE)
 
 
 def asset_schema_errors(report: dict[str, Any]) -> list[str]:
     """Every way ``report`` violates the asset schema (empty when valid)."""
-    return [
-        f"{'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
-        for e in _validator().iter_errors(report)
-    ]
+    return validation_errors(SCHEMA_FILE, report)

@@ -38,23 +38,33 @@ def ns_from_iso_utc(text: str) -> int:
 
 
 @cache
-def report_schema() -> dict[str, Any]:
-    """The JSON Schema of report 1.2, loaded from the package."""
-    text = resources.files("shared").joinpath("schema/report-1.2.json").read_text()
+def packaged_schema(file: str) -> dict[str, Any]:
+    """A JSON Schema of the package's ``shared/schema/<file>`` (the contracts' one source)."""
+    text = resources.files("shared").joinpath(f"schema/{file}").read_text()
     schema: dict[str, Any] = json.loads(text)
     return schema
 
 
 @cache
-def _validator() -> Any:
+def _validator(file: str) -> Any:
     import jsonschema
 
-    return jsonschema.Draft202012Validator(report_schema())
+    return jsonschema.Draft202012Validator(packaged_schema(file))
+
+
+def validation_errors(file: str, document: dict[str, Any]) -> list[str]:
+    """Every way ``document`` violates the schema ``file`` (empty when valid)."""
+    return [
+        f"{'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
+        for e in _validator(file).iter_errors(document)
+    ]
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema of report 1.2, loaded from the package."""
+    return packaged_schema("report-1.2.json")
 
 
 def schema_errors(report: dict[str, Any]) -> list[str]:
     """Every way ``report`` violates the schema (empty when valid)."""
-    return [
-        f"{'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
-        for e in _validator().iter_errors(report)
-    ]
+    return validation_errors("report-1.2.json", report)
